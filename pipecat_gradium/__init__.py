@@ -1,0 +1,3 @@
+"""Gradium streaming text-to-speech for Pipecat."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,95 @@
+"""Fault injection: the failures a connection can be given, and holds for deterministic tests."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from enum import Enum
+
+
+class Fault(str, Enum):
+    """A failure the emulator injects into a connection.
+
+    Select it for every connection (``GradiumEmulator(faults=...)``), for the next ones
+    (``fault_next_connection``) or per connection from outside (``?fault=<value>``).
+    """
+
+    REJECT_KEY = "reject_key"
+    """Treat the key as wrong: error 1008, then close 1008."""
+    ERROR_MID_ANSWER = "error_mid_answer"
+    """After ``fault_after_chunks`` audio chunks: error 1011, then close 1011."""
+    RESET_MID_ANSWER = "reset_mid_answer"
+    """After ``fault_after_chunks`` audio chunks: abrupt TCP reset, no close frame."""
+    SESSION_LIMIT = "session_limit"
+    """Close (1008, reason "session limit reached") ``session_limit_s`` after the upgrade."""
+    IDLE_TIMEOUT = "idle_timeout"
+    """Close (1008, reason "idle timeout") after ``idle_timeout_s`` without a client message."""
+    SLOW_FIRST_AUDIO = "slow_first_audio"
+    """Add ``slow_first_audio_s`` before each request's first audio."""
+    MALFORMED_JSON = "malformed_json"
+    """Send a non-JSON text frame after ``fault_after_chunks`` audio chunks, then go on."""
+    UNKNOWN_MESSAGES = "unknown_messages"
+    """Send ``need_more_text`` after ``ready`` and ``flushed`` after each flush's audio."""
+    REFUSE_CONNECTION = "refuse_connection"
+    """Refuse at the HTTP level before the upgrade (HTTP 503)."""
+
+
+def parse_faults(values: Iterable[str]) -> set[Fault]:
+    """Parse fault names (enum values or names, any case; comma-separated lists allowed).
+
+    Args:
+        values: Strings such as ``"reset_mid_answer"`` or ``"IDLE_TIMEOUT,malformed_json"``.
+
+    Returns:
+        The faults.
+
+    Raises:
+        ValueError: On an unknown name, listing the valid ones.
+    """
+    out: set[Fault] = set()
+    for value in values:
+        for part in value.split(","):
+            name = part.strip().lower()
+            if not name:
+                continue
+            try:
+                out.add(Fault(name))
+            except ValueError:
+                valid = ", ".join(f.value for f in Fault)
+                raise ValueError(f"unknown fault {part!r}; valid: {valid}") from None
+    return out
+
+
+class Hold:
+    """Pauses one request after it has sent ``chunks`` audio chunks, until released.
+
+    Attributes:
+        chunks: Audio chunks the request sends before pausing.
+        client_req_id: Only a request with this id takes the hold (None: the next request).
+        reached: Set when the request has sent ``chunks`` chunks and is paused.
+    """
+
+    def __init__(self, chunks: int, client_req_id: str | None = None) -> None:
+        """Create a hold.
+
+        Args:
+            chunks: Audio chunks to send before pausing.
+            client_req_id: The request id to match, or None for the next request.
+        """
+        self.chunks = chunks
+        self.client_req_id = client_req_id
+        self.reached = asyncio.Event()
+        self._released = asyncio.Event()
+
+    def release(self) -> None:
+        """Let the held request continue."""
+        self._released.set()
+
+    @property
+    def released(self) -> bool:
+        """True once :meth:`release` was called."""
+        return self._released.is_set()
+
+    async def wait_released(self) -> None:
+        """Wait until :meth:`release` is called."""
+        await self._released.wait()

@@ -1,0 +1,338 @@
+"""One TTS request: its text, the look-ahead, synthesis and the paced audio it sends."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from loguru import logger
+
+from . import voice
+from .audio import CHUNK_S, encode, resample, wav_header
+from .config import RequestConfig
+from .faults import Fault, Hold
+from .latency import LatencyModel
+from .stats import RequestStats
+from .text import Break, Flush, Item, Word, parse, word_times, words_text
+
+if TYPE_CHECKING:
+    from .connection import Connection
+
+# Samples quieter than this (of 32768) count as silence when finding where speech ends.
+_SILENCE = 300
+
+
+@dataclass
+class _SpokenWord:
+    text: str
+    start_s: float
+    stop_s: float
+
+
+@dataclass
+class _Segment:
+    samples: np.ndarray  # int16 at the output rate, a whole number of 80 ms frames
+    words: list[_SpokenWord]  # times relative to the segment's start
+    flushed: bool  # the segment ended at a <flush>
+
+
+class Request:
+    """The server side of one request: text in, ``ready``, ``audio``/``text``, ``end_of_stream``.
+
+    Args:
+        conn: The connection it belongs to.
+        config: Its validated setup.
+        stats: Its stats record.
+        latency: The latency model, fixed for the request's life.
+        hold: A hold to honour, if a test asked for one.
+    """
+
+    def __init__(
+        self,
+        conn: Connection,
+        config: RequestConfig,
+        stats: RequestStats,
+        latency: LatencyModel,
+        hold: Hold | None,
+    ) -> None:
+        """Create the request (call :meth:`start` to run it)."""
+        self.conn = conn
+        self.config = config
+        self.stats = stats
+        self.latency = latency
+        self.hold = hold
+        self.text = ""
+        self.eos = False
+        self.done = False
+        self.stopped = False
+        self._spoken = 0  # items already synthesized
+        self._first_speakable_at: float | None = None
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def client_req_id(self) -> str | None:
+        """The client's id for this request, if it set one."""
+        return self.config.client_req_id
+
+    def start(self) -> None:
+        """Start generating in a task."""
+        self._task = asyncio.create_task(self._run(), name=f"gradium-emu-req-{self.client_req_id}")
+
+    async def stop(self) -> None:
+        """Stop generating now (socket closed): cancel the task and abort synthesis."""
+        self.stopped = True
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+
+    def add_text(self, text: str) -> None:
+        """Append text exactly as sent.
+
+        Args:
+            text: The ``text`` field of a text message.
+        """
+        self.text += text
+        self._changed()
+
+    def end_of_stream(self) -> None:
+        """No more text: everything left may be spoken."""
+        self.eos = True
+        self._changed()
+
+    def _changed(self) -> None:
+        if self._first_speakable_at is None and any(
+            isinstance(i, Word) for i in self._released()[self._spoken :]
+        ):
+            self._first_speakable_at = time.monotonic()
+        self._wake.set()
+
+    def _released(self) -> list[Item]:
+        """Items that may be spoken now (a prefix of the parsed text)."""
+        items = parse(self.text, final=self.eos)
+        if self.eos:
+            return items
+        last_flush = max((i for i, it in enumerate(items) if isinstance(it, Flush)), default=-1)
+        complete = [
+            i
+            for i in range(last_flush + 1, len(items))
+            if isinstance(items[i], Word) and items[i].complete  # type: ignore[union-attr]
+        ]
+        n = len(complete) - self.latency.lookahead_words
+        limit = complete[n - 1] + 1 if n > 0 else last_flush + 1
+        return items[:limit]
+
+    def _msg(self, msg: dict[str, Any]) -> dict[str, Any]:
+        if self.client_req_id is not None:
+            msg["client_req_id"] = self.client_req_id
+        return msg
+
+    async def _run(self) -> None:
+        try:
+            await self._generate()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug in the emulator: tell the client like Gradium would
+            logger.exception("emulator: request failed")
+            await self.conn.request_error(self, 1011, f"internal error: {exc}", close=True)
+
+    async def _generate(self) -> None:
+        lat = self.latency
+        await asyncio.sleep(lat.setup_s)
+        fmt = self.config.output
+        await self.conn.send(
+            {
+                "type": "ready",
+                "request_id": str(uuid.uuid4()),
+                "model_name": self.config.model_name,
+                "sample_rate": fmt.sample_rate,
+                "frame_size": fmt.frame_size,
+                "audio_stream_names": ["audio"],
+                "text_stream_names": ["text"],
+                "client_req_id": self.client_req_id,
+            }
+        )
+        self.stats.ready_at = time.monotonic()
+        self.conn.stats_changed()
+        if Fault.UNKNOWN_MESSAGES in self.conn.faults:
+            await self.conn.send(self._msg({"type": "need_more_text"}))
+        next_at: float | None = None
+        sent_samples = 0
+        chunks_sent = 0
+        while True:
+            items = self._released()
+            new = items[self._spoken :]
+            if not new:
+                if self.eos:
+                    break
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            self._spoken = len(items)
+            seg = await self._render(new)
+            if seg.samples.size:
+                now = time.monotonic()
+                if next_at is None:
+                    first = (self._first_speakable_at or now) + lat.model_delay_s
+                    if Fault.SLOW_FIRST_AUDIO in self.conn.faults:
+                        first += self.conn.slow_first_audio_s
+                    next_at = max(now, first)
+                else:
+                    next_at = max(next_at, now)
+                next_at, sent_samples, chunks_sent = await self._send_segment(
+                    seg, next_at, sent_samples, chunks_sent
+                )
+                if self.done:  # a fault ended the request
+                    return
+            if seg.flushed and Fault.UNKNOWN_MESSAGES in self.conn.faults:
+                await self.conn.send(self._msg({"type": "flushed"}))
+        await self.conn.send(self._msg({"type": "end_of_stream"}))
+        self.done = True
+        self.stats.finished = True
+        self.conn.stats_changed()
+        logger.info(
+            f"emulator: request {self.client_req_id or '-'} on connection "
+            f"{self.stats.connection_id}: {len(self.stats.words)} words, "
+            f"{self.stats.audio_s:.2f} s audio"
+        )
+        await self.conn.request_finished(self)
+
+    async def _render(self, items: list[Item]) -> _Segment:
+        """Synthesize released items: word runs with eSpeak, breaks as silence."""
+        rate = self.config.output.sample_rate
+        wpm = voice.rate_for_padding_bonus(self.config.padding_bonus)
+        parts: list[np.ndarray] = []
+        words: list[_SpokenWord] = []
+        offset = 0
+        run: list[str] = []
+
+        async def flush_run() -> None:
+            nonlocal offset
+            if not run:
+                return
+            synth = await asyncio.to_thread(
+                voice.synthesize, words_text(run), wpm, lambda: self.stopped
+            )
+            loud = np.flatnonzero(np.abs(synth.samples.astype(np.int32)) > _SILENCE)
+            speech_end = int(loud[-1]) + 1 if loud.size else len(synth.samples)
+            times = word_times(run, synth.words, len(synth.samples), speech_end)
+            out = resample(synth.samples, voice.ESPEAK_RATE, rate)
+            scale = rate / voice.ESPEAK_RATE
+            for w, (a, b) in zip(run, times, strict=True):
+                words.append(
+                    _SpokenWord(w, (offset + a * scale) / rate, (offset + b * scale) / rate)
+                )
+            parts.append(out)
+            offset += len(out)
+            run.clear()
+
+        for item in items:
+            if isinstance(item, Word):
+                run.append(item.text)
+            elif isinstance(item, Break):
+                await flush_run()
+                silence = np.zeros(int(round(item.seconds * rate)), dtype=np.int16)
+                parts.append(silence)
+                offset += len(silence)
+        await flush_run()
+        samples = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int16)
+        # Gradium's model speaks in whole 80 ms frames: pad the segment with silence.
+        frame = self.config.output.frame_size
+        if samples.size % frame:
+            samples = np.concatenate([samples, np.zeros(frame - samples.size % frame, np.int16)])
+        return _Segment(samples, words, flushed=isinstance(items[-1], Flush))
+
+    async def _send_segment(
+        self, seg: _Segment, next_at: float, sent_samples: int, chunks_sent: int
+    ) -> tuple[float, int, int]:
+        """Send a segment's words and 80 ms chunks, paced at the model's speed."""
+        fmt = self.config.output
+        rate = fmt.sample_rate
+        frame = fmt.frame_size
+        base_s = sent_samples / rate
+        wi = 0
+        for k in range(0, seg.samples.size, frame):
+            chunk = seg.samples[k : k + frame]
+            delay = next_at - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            start_s = (sent_samples) / rate
+            stop_s = (sent_samples + chunk.size) / rate
+            # A word's text goes out no later than the chunk holding its start.
+            while wi < len(seg.words) and base_s + seg.words[wi].start_s < stop_s:
+                await self._send_word(seg.words[wi], base_s)
+                wi += 1
+            payload = encode(chunk, fmt)
+            if fmt.encoding == "wav" and sent_samples == 0:
+                payload = wav_header(rate) + payload
+            await self.conn.send(
+                self._msg(
+                    {
+                        "type": "audio",
+                        "audio": base64.b64encode(payload).decode("ascii"),
+                        "start_s": start_s,
+                        "stop_s": stop_s,
+                        "stream_id": 0,
+                    }
+                )
+            )
+            now = time.monotonic()
+            dur = chunk.size / rate
+            if self.stats.first_audio_at is None:
+                self.stats.first_audio_at = now
+            self.stats.audio_chunks.append((now, dur))
+            if self.conn.client_gone or self.stopped:
+                self.stats.audio_after_client_gone_s += dur
+            self.conn.stats_changed()
+            sent_samples += chunk.size
+            chunks_sent += 1
+            next_at += CHUNK_S / self.latency.speed
+            await self._after_chunk(chunks_sent)
+            if self.done:
+                return next_at, sent_samples, chunks_sent
+        for w in seg.words[wi:]:
+            await self._send_word(w, base_s)
+        return next_at, sent_samples, chunks_sent
+
+    async def _send_word(self, word: _SpokenWord, base_s: float) -> None:
+        start, stop = base_s + word.start_s, base_s + word.stop_s
+        await self.conn.send(
+            self._msg(
+                {
+                    "type": "text",
+                    "text": word.text,
+                    "start_s": start,
+                    "stop_s": stop,
+                    "stream_id": 0,
+                }
+            )
+        )
+        self.stats.words.append((word.text, start, stop))
+
+    async def _after_chunk(self, chunks_sent: int) -> None:
+        """Faults and holds that fire after a given number of chunks."""
+        faults = self.conn.faults
+        if chunks_sent == self.conn.fault_after_chunks:
+            if Fault.ERROR_MID_ANSWER in faults:
+                self.done = True
+                await self.conn.request_error(
+                    self, 1011, "internal error (emulated fault)", close=True
+                )
+                return
+            if Fault.RESET_MID_ANSWER in faults:
+                self.done = True
+                self.conn.request_reset()
+                return
+            if Fault.MALFORMED_JSON in faults:
+                await self.conn.send_raw("{this is not json")
+        if self.hold is not None and chunks_sent == self.hold.chunks:
+            self.hold.reached.set()
+            await self.hold.wait_released()

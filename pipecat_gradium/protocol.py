@@ -1,0 +1,261 @@
+"""Gradium's TTS WebSocket messages: building, parsing into typed values, formats and rates.
+
+Pure functions only: no sockets, no Pipecat. See ``shared/gradium-protocol.md`` for the protocol
+this encodes.
+"""
+
+import base64
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+#: Rates Gradium can produce as raw 16-bit PCM (``pcm_<rate>``), so nothing is resampled.
+PCM_RATES: tuple[int, ...] = (8000, 16000, 22050, 24000, 44100, 48000)
+
+#: The tag that makes Gradium speak every word it has received so far.
+FLUSH_TAG = "<flush>"
+
+#: Close code and error code Gradium uses for policy failures (bad key, bad setup).
+POLICY_VIOLATION = 1008
+#: Error code Gradium uses for an internal failure.
+INTERNAL_ERROR = 1011
+
+#: json_config ranges Gradium documents: (minimum, maximum).
+JSON_CONFIG_RANGES: dict[str, tuple[float, float]] = {
+    "temp": (0.0, 1.4),
+    "cfg_coef": (1.0, 4.0),
+    "padding_bonus": (-4.0, 4.0),
+}
+
+
+class ProtocolError(Exception):
+    """A server frame that is not a valid Gradium message."""
+
+
+def output_format_for_rate(sample_rate: int) -> tuple[str, int]:
+    """Choose the ``output_format`` to ask Gradium for, given the pipeline's output rate.
+
+    Args:
+        sample_rate: The rate the pipeline plays at, in Hz.
+
+    Returns:
+        ``(output_format, gradium_rate)``. When Gradium offers the rate, the two rates are equal
+        and no resampling is needed; otherwise the smallest higher rate (or 48 kHz) is asked
+        for and the caller resamples down from it.
+    """
+    if sample_rate in PCM_RATES:
+        return f"pcm_{sample_rate}", sample_rate
+    higher = [rate for rate in PCM_RATES if rate > sample_rate]
+    rate = higher[0] if higher else PCM_RATES[-1]
+    return f"pcm_{rate}", rate
+
+
+def build_json_config(
+    *,
+    temp: float | None = None,
+    cfg_coef: float | None = None,
+    padding_bonus: float | None = None,
+    rewrite_rules: str | None = None,
+) -> dict[str, Any]:
+    """Build Gradium's ``json_config`` from the values that are set, checking their ranges.
+
+    Args:
+        temp: Sampling temperature, 0.0 to 1.4.
+        cfg_coef: Voice similarity, 1.0 to 4.0.
+        padding_bonus: Speaking speed, -4.0 to 4.0; negative is faster.
+        rewrite_rules: Text normalisation, e.g. ``"en"`` or ``"TimeEn,Date"``.
+
+    Returns:
+        The config object (empty when nothing is set).
+
+    Raises:
+        ValueError: If a value is outside Gradium's documented range.
+    """
+    config: dict[str, Any] = {}
+    for key, value in (("temp", temp), ("cfg_coef", cfg_coef), ("padding_bonus", padding_bonus)):
+        if value is None:
+            continue
+        low, high = JSON_CONFIG_RANGES[key]
+        if not low <= value <= high:
+            raise ValueError(f"Gradium {key}={value} is out of range [{low}, {high}]")
+        config[key] = value
+    if rewrite_rules:
+        config["rewrite_rules"] = rewrite_rules
+    return config
+
+
+def setup_message(
+    *,
+    client_req_id: str,
+    voice_id: str,
+    output_format: str,
+    model_name: str = "default",
+    json_config: dict[str, Any] | None = None,
+    pronunciation_id: str | None = None,
+) -> str:
+    """Build the ``setup`` message that opens a multiplexed request.
+
+    ``close_ws_on_eos`` is always false: sockets are reused and multiplexed, and the client
+    decides when to close them.
+
+    Args:
+        client_req_id: The request's id; every later message of the request carries it.
+        voice_id: Gradium voice id.
+        output_format: E.g. ``"pcm_24000"``.
+        model_name: Gradium model name.
+        json_config: Extra model settings (see :func:`build_json_config`).
+        pronunciation_id: A pronunciation dictionary id.
+
+    Returns:
+        The JSON text frame.
+    """
+    msg: dict[str, Any] = {
+        "type": "setup",
+        "model_name": model_name,
+        "voice_id": voice_id,
+        "output_format": output_format,
+        "client_req_id": client_req_id,
+        "close_ws_on_eos": False,
+    }
+    if json_config:
+        msg["json_config"] = json_config
+    if pronunciation_id:
+        msg["pronunciation_id"] = pronunciation_id
+    return json.dumps(msg)
+
+
+def text_message(text: str, client_req_id: str) -> str:
+    """Build a ``text`` message: Gradium concatenates these exactly as sent.
+
+    Args:
+        text: The text, separators included.
+        client_req_id: The request it belongs to.
+
+    Returns:
+        The JSON text frame.
+    """
+    return json.dumps({"type": "text", "text": text, "client_req_id": client_req_id})
+
+
+def end_of_stream_message(client_req_id: str) -> str:
+    """Build the ``end_of_stream`` message that ends one request's text.
+
+    Args:
+        client_req_id: The request to end.
+
+    Returns:
+        The JSON text frame.
+    """
+    return json.dumps({"type": "end_of_stream", "client_req_id": client_req_id})
+
+
+@dataclass(frozen=True)
+class Ready:
+    """The server accepted a request's setup."""
+
+    client_req_id: str | None
+    request_id: str
+    sample_rate: int
+
+
+@dataclass(frozen=True)
+class Audio:
+    """A chunk of a request's audio, decoded from base64."""
+
+    client_req_id: str | None
+    pcm: bytes
+    start_s: float
+    stop_s: float
+
+
+@dataclass(frozen=True)
+class Word:
+    """A word the server spoke, timed from the start of the request's audio."""
+
+    client_req_id: str | None
+    text: str
+    start_s: float
+    stop_s: float
+
+
+@dataclass(frozen=True)
+class EndOfStream:
+    """All of a request's audio has been sent."""
+
+    client_req_id: str | None
+
+
+@dataclass(frozen=True)
+class ServerError:
+    """The server reported an error, for one request or for the whole socket."""
+
+    client_req_id: str | None
+    message: str
+    code: int | None
+
+    @property
+    def is_auth(self) -> bool:
+        """Whether this looks like a rejected or missing API key."""
+        text = self.message.lower()
+        return self.code == POLICY_VIOLATION and any(
+            word in text for word in ("key", "auth", "unauthor", "forbidden", "credential")
+        )
+
+
+@dataclass(frozen=True)
+class Unknown:
+    """A message type this client does not use (e.g. ``need_more_text``): ignored."""
+
+    client_req_id: str | None
+    type: str
+    raw: dict[str, Any] = field(default_factory=dict)
+
+
+ServerMessage = Ready | Audio | Word | EndOfStream | ServerError | Unknown
+
+
+def parse_server_message(raw: str | bytes) -> ServerMessage:
+    """Parse one server frame into a typed message.
+
+    Args:
+        raw: The frame as received.
+
+    Returns:
+        The typed message; unknown types come back as :class:`Unknown`.
+
+    Raises:
+        ProtocolError: If the frame is not a JSON object with a string ``type``, or a known
+            message lacks a field it needs.
+    """
+    try:
+        msg = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ProtocolError(f"not JSON: {raw[:80]!r}") from e
+    if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):
+        raise ProtocolError(f"not a Gradium message: {str(msg)[:80]}")
+    kind = msg["type"]
+    req_id = msg.get("client_req_id")
+    try:
+        if kind == "audio":
+            return Audio(
+                req_id,
+                base64.b64decode(msg["audio"]),
+                float(msg.get("start_s", 0.0)),
+                float(msg.get("stop_s", 0.0)),
+            )
+        if kind == "text":
+            return Word(
+                req_id, str(msg["text"]), float(msg["start_s"]), float(msg.get("stop_s", 0.0))
+            )
+        if kind == "ready":
+            return Ready(req_id, str(msg.get("request_id", "")), int(msg.get("sample_rate", 0)))
+        if kind == "end_of_stream":
+            return EndOfStream(req_id)
+        if kind == "error":
+            code = msg.get("code")
+            return ServerError(
+                req_id, str(msg.get("message", msg)), int(code) if code is not None else None
+            )
+    except (KeyError, TypeError, ValueError) as e:
+        raise ProtocolError(f"bad {kind!r} message: {e}") from e
+    return Unknown(req_id, kind, msg)

@@ -1,0 +1,113 @@
+"""Per-request bookkeeping: what was sent to Gradium for one answer and what came back.
+
+One Gradium request carries one answer (or one ``TTSSpeakFrame``). The record keeps the text
+sent and the words whose audio arrived, so a request whose socket died can be re-sent on a
+fresh socket from the first word that was never spoken.
+"""
+
+import asyncio
+import re
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import soxr
+
+from pipecat_gradium.connection import GradiumSocket
+
+
+@dataclass
+class GradiumRequest:
+    """One Gradium request, identified on the wire by ``client_req_id`` (= Pipecat context id).
+
+    Attributes:
+        req_id: The ``client_req_id``; also the Pipecat audio context id.
+        socket: The socket the request was set up on.
+        interruptible: Whether a barge-in drops it.
+        gradium_rate: The rate Gradium sends.
+        output_rate: The rate the pipeline plays.
+        in_turn: Whether the request is an LLM answer (ended at the end of the response).
+        texts: Every ``text`` message sent, verbatim (tags included).
+        words: ``(word, start_s, stop_s)`` of every word whose timing arrived.
+        audio_s: Seconds of audio received.
+        has_text: Whether any non-whitespace text was sent.
+        ended: ``end_of_stream`` sent (no more text).
+        done: The server's ``end_of_stream`` arrived.
+        unflushed: Text was sent since the last ``<flush>``; the server may hold words back.
+        created_at: When the setup was sent (monotonic seconds).
+        first_token_at: When the answer's first LLM token reached the service.
+        first_audio_at: When its first audio arrived.
+        last_token_at: When its latest LLM token reached the service.
+        activity: Set on every LLM token; the quiet-flush watchdog waits on it.
+    """
+
+    req_id: str
+    socket: GradiumSocket
+    interruptible: bool
+    gradium_rate: int
+    output_rate: int
+    in_turn: bool = False
+    texts: list[str] = field(default_factory=list)
+    words: list[tuple[str, float, float]] = field(default_factory=list)
+    audio_s: float = 0.0
+    has_text: bool = False
+    ended: bool = False
+    done: bool = False
+    unflushed: bool = False
+    created_at: float = field(default_factory=time.monotonic)
+    first_token_at: float | None = None
+    first_audio_at: float | None = None
+    last_token_at: float | None = None
+    activity: asyncio.Event = field(default_factory=asyncio.Event)
+    _resampler: soxr.ResampleStream | None = None
+
+    def __post_init__(self) -> None:
+        """Create the request's own resampler when Gradium cannot send the output rate."""
+        if self.gradium_rate != self.output_rate:
+            self._resampler = soxr.ResampleStream(
+                self.gradium_rate, self.output_rate, 1, dtype="int16"
+            )
+
+    @property
+    def sent_text(self) -> str:
+        """Everything sent so far, as Gradium concatenated it (tags included)."""
+        return "".join(self.texts)
+
+    @property
+    def generating(self) -> bool:
+        """Whether Gradium may still be producing audio for this request."""
+        return self.has_text and not self.done
+
+    def note_token(self) -> None:
+        """Record an LLM token of this answer arriving."""
+        now = time.monotonic()
+        if self.first_token_at is None:
+            self.first_token_at = now
+        self.last_token_at = now
+        self.activity.set()
+
+    def convert(self, pcm: bytes, *, last: bool = False) -> bytes:
+        """Turn Gradium's PCM into the pipeline's rate (a no-op when they match).
+
+        Args:
+            pcm: 16-bit mono PCM at ``gradium_rate``.
+            last: Whether this is the request's final chunk (drains the resampler).
+
+        Returns:
+            16-bit mono PCM at ``output_rate``.
+        """
+        self.audio_s += len(pcm) / 2 / self.gradium_rate
+        if self._resampler is None:
+            return pcm
+        samples = np.frombuffer(pcm, dtype=np.int16)
+        return self._resampler.resample_chunk(samples, last=last).tobytes()
+
+    def unspoken_text(self) -> str:
+        """The text sent whose words have not been timed yet (tags removed).
+
+        Returns:
+            The remainder after the words already spoken, for re-sending on another socket.
+        """
+        plain = re.sub(r"<[^>]*>", "", self.sent_text)
+        tokens = plain.split()
+        return " ".join(tokens[len(self.words) :])

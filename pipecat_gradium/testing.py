@@ -1,0 +1,249 @@
+"""Drive a TTS service in a real Pipecat pipeline: scripted LLM answers in, frames recorded out.
+
+Used by the tests, the offline demo and the benchmarks. Nothing here is mocked: frames go
+through a real ``PipelineWorker``; the recorders only watch and time them.
+"""
+
+import asyncio
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from pipecat.frames.frames import (
+    EndFrame,
+    ErrorFrame,
+    Frame,
+    LLMFullResponseEndFrame,
+    LLMFullResponseStartFrame,
+    LLMTextFrame,
+    StartFrame,
+    TTSAudioRawFrame,
+)
+from pipecat.pipeline.pipeline import Pipeline
+from pipecat.pipeline.worker import PipelineParams, PipelineWorker
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+from pipecat.workers.runner import WorkerRunner
+
+
+def subword_tokens(text: str, *, max_piece: int = 5) -> list[str]:
+    """Split text the way LLM tokenizers often do: leading spaces, words cut into pieces.
+
+    Deterministic: words longer than ``max_piece`` characters become several tokens
+    ("forecast" -> " fore", "cast"), punctuation becomes its own token.
+
+    Args:
+        text: The answer.
+        max_piece: Longest piece of a word in one token.
+
+    Returns:
+        Tokens whose concatenation is ``text``.
+    """
+    tokens: list[str] = []
+    for match in re.finditer(r"\s*[^\s]+", text):
+        piece = match.group(0)
+        lead = piece[: len(piece) - len(piece.lstrip())]
+        word = piece.lstrip()
+        core = word.rstrip(".,;:!?")
+        punct = word[len(core) :]
+        first = True
+        while core:
+            cut = core[:max_piece]
+            core = core[max_piece:]
+            tokens.append((lead if first else "") + cut)
+            first = False
+        if punct:
+            if first:
+                tokens.append(lead + punct)
+            else:
+                tokens.append(punct)
+    tail = text[len("".join(tokens)) :]
+    if tail:
+        tokens.append(tail)
+    return tokens
+
+
+@dataclass
+class Recorded:
+    """A frame as a recorder saw it."""
+
+    at: float
+    frame: Frame
+
+
+class FrameRecorder(FrameProcessor):
+    """Passes every frame on and records those moving in one direction, with their time."""
+
+    def __init__(self, direction: FrameDirection, **kwargs):
+        """Record frames moving ``direction``.
+
+        Args:
+            direction: Which direction to record.
+            **kwargs: Passed to ``FrameProcessor``.
+        """
+        super().__init__(**kwargs)
+        self._direction = direction
+        self.records: list[Recorded] = []
+        self._changed = asyncio.Condition()
+        self.on_frame: Callable[[Frame], None] | None = None
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection):
+        """Record and pass on.
+
+        Args:
+            frame: The frame.
+            direction: Its direction.
+        """
+        await super().process_frame(frame, direction)
+        if direction == self._direction:
+            self.records.append(Recorded(time.monotonic(), frame))
+            if self.on_frame:
+                self.on_frame(frame)
+            async with self._changed:
+                self._changed.notify_all()
+        await self.push_frame(frame, direction)
+
+    def frames(self, kind: type | tuple[type, ...] = Frame) -> list:
+        """The recorded frames of a type, in order."""
+        return [r.frame for r in self.records if isinstance(r.frame, kind)]
+
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+        """Wait until ``predicate()`` holds, re-checked at every recorded frame.
+
+        Args:
+            predicate: The condition.
+            timeout: Seconds before giving up.
+
+        Raises:
+            TimeoutError: If it does not hold in time.
+        """
+
+        async def check() -> None:
+            async with self._changed:
+                await self._changed.wait_for(predicate)
+
+        await asyncio.wait_for(check(), timeout)
+
+
+@dataclass
+class AnswerTiming:
+    """When one scripted answer's first token went in and its first audio came out."""
+
+    first_token_at: float | None = None
+    first_audio_at: float | None = None
+
+    @property
+    def ttfa(self) -> float | None:
+        """Time to first audio, in seconds."""
+        if self.first_token_at is None or self.first_audio_at is None:
+            return None
+        return self.first_audio_at - self.first_token_at
+
+
+@dataclass
+class PipelineHarness:
+    """A running pipeline ``[upstream recorder, service, downstream recorder]``."""
+
+    worker: PipelineWorker
+    up: FrameRecorder
+    down: FrameRecorder
+    run_task: asyncio.Task
+    answers: list[AnswerTiming] = field(default_factory=list)
+
+    async def send(self, *frames: Frame) -> None:
+        """Queue frames at the start of the pipeline."""
+        for frame in frames:
+            await self.worker.queue_frame(frame)
+
+    async def speak_answer(
+        self,
+        text: str,
+        *,
+        tokens_per_s: float = 0.0,
+        ttft_s: float = 0.0,
+        end: bool = True,
+        tokens: Sequence[str] | None = None,
+    ) -> AnswerTiming:
+        """Stream one LLM answer: start frame, tokens at a pace, end frame.
+
+        The pauses model an LLM's pace; they are not synchronisation.
+
+        Args:
+            text: The answer (split into sub-word tokens unless ``tokens`` is given).
+            tokens_per_s: Token rate; 0 sends them back to back.
+            ttft_s: The LLM's time to first token after the start frame.
+            end: Whether to send ``LLMFullResponseEndFrame``.
+            tokens: Explicit tokens.
+
+        Returns:
+            The answer's timing record, filled in as its audio arrives.
+        """
+        timing = AnswerTiming()
+        self.answers.append(timing)
+        await self.send(LLMFullResponseStartFrame())
+        if ttft_s:
+            await asyncio.sleep(ttft_s)
+        for i, token in enumerate(tokens if tokens is not None else subword_tokens(text)):
+            if i and tokens_per_s:
+                await asyncio.sleep(1.0 / tokens_per_s)
+            if timing.first_token_at is None:
+                timing.first_token_at = time.monotonic()
+            await self.send(LLMTextFrame(token))
+        if end:
+            await self.send(LLMFullResponseEndFrame())
+        return timing
+
+    def audio_frames(self) -> list[TTSAudioRawFrame]:
+        """Audio frames that left the service."""
+        return self.down.frames(TTSAudioRawFrame)
+
+    def errors(self) -> list[ErrorFrame]:
+        """Error frames the service pushed upstream."""
+        return self.up.frames(ErrorFrame)
+
+    async def stop(self, timeout: float = 20.0) -> None:
+        """End the pipeline gracefully and wait for it."""
+        await self.worker.queue_frame(EndFrame())
+        await asyncio.wait_for(self.run_task, timeout)
+
+
+async def start_pipeline(
+    service: FrameProcessor, *, sample_rate: int = 24000, metrics: bool = True
+) -> PipelineHarness:
+    """Start ``[recorder, service, recorder]`` in a real worker and wait until it runs.
+
+    Args:
+        service: The processor under test.
+        sample_rate: The pipeline's output rate.
+        metrics: Whether to enable Pipecat metrics.
+
+    Returns:
+        The running harness; call :meth:`PipelineHarness.stop` when done.
+    """
+    up = FrameRecorder(FrameDirection.UPSTREAM)
+    down = FrameRecorder(FrameDirection.DOWNSTREAM)
+    worker = PipelineWorker(
+        Pipeline([up, service, down]),
+        params=PipelineParams(
+            audio_out_sample_rate=sample_rate,
+            enable_metrics=metrics,
+            enable_usage_metrics=metrics,
+        ),
+        cancel_on_idle_timeout=False,
+        idle_timeout_secs=None,
+    )
+    runner = WorkerRunner(handle_sigint=False)
+    await runner.add_workers(worker)
+    run_task = asyncio.create_task(runner.run())
+    harness = PipelineHarness(worker=worker, up=up, down=down, run_task=run_task)
+
+    def note_audio(frame: Frame) -> None:
+        if isinstance(frame, TTSAudioRawFrame):
+            for timing in harness.answers:
+                if timing.first_audio_at is None and timing.first_token_at is not None:
+                    timing.first_audio_at = time.monotonic()
+                    break
+
+    down.on_frame = note_audio
+    await down.wait_for(lambda: bool(down.frames(StartFrame)), timeout=10)
+    return harness

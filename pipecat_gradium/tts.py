@@ -1,0 +1,630 @@
+"""``GradiumStreamingTTSService``: Gradium's streaming TTS as a Pipecat stage.
+
+Pipecat glue only. Phrases come from :mod:`pipecat_gradium.phrases`, messages from
+:mod:`pipecat_gradium.protocol`, sockets from :mod:`pipecat_gradium.connection`, and the
+per-request record from :mod:`pipecat_gradium.requests`.
+"""
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass, field
+from typing import Any
+
+from loguru import logger
+from pipecat.frames.frames import (
+    ControlFrame,
+    Frame,
+    InterruptionFrame,
+    LLMTextFrame,
+    StartFrame,
+    TTSAudioRawFrame,
+)
+from pipecat.processors.frame_processor import FrameDirection
+from pipecat.services.settings import NOT_GIVEN, NotGiven, TTSSettings
+from pipecat.services.tts_service import TextAggregationMode, WebsocketTTSService
+from pipecat.transcriptions.language import Language
+from pipecat.utils.errors import ErrorCategory
+from pipecat.utils.text.base_text_aggregator import Aggregation, TextType
+from pipecat.utils.types import is_given
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from pipecat_gradium.connection import ConnectionPool, GradiumSocket
+from pipecat_gradium.phrases import ChunkMode, PhraseAggregator
+from pipecat_gradium.protocol import (
+    FLUSH_TAG,
+    Audio,
+    EndOfStream,
+    Ready,
+    ServerError,
+    ServerMessage,
+    Word,
+    build_json_config,
+    end_of_stream_message,
+    output_format_for_rate,
+    setup_message,
+    text_message,
+)
+from pipecat_gradium.requests import GradiumRequest
+
+DEFAULT_URL = "wss://api.gradium.ai/api/speech/tts"
+DEFAULT_VOICE = "YTpq7expH9539ERJ"
+#: Languages Gradium speaks; ``language`` maps onto its text normalisation (``rewrite_rules``).
+GRADIUM_LANGUAGES = ("en", "fr", "de", "es", "pt")
+
+
+@dataclass
+class GradiumStreamingTTSSettings(TTSSettings):
+    """Runtime-updatable settings; a change applies from the next request, on the same socket.
+
+    Parameters:
+        temp: Sampling temperature, 0.0 to 1.4 (Gradium's default 0.7).
+        cfg_coef: Voice similarity, 1.0 to 4.0 (default 2.0).
+        padding_bonus: Speaking speed, -4.0 to 4.0: negative speaks faster, positive slower.
+        rewrite_rules: Text normalisation, e.g. ``"en"`` or ``"TimeEn,Date"``. When unset,
+            ``language`` (en, fr, de, es, pt) is used as the rule set.
+        pronunciation_id: A Gradium pronunciation dictionary.
+    """
+
+    temp: float | None | NotGiven = field(default_factory=lambda: NOT_GIVEN)
+    cfg_coef: float | None | NotGiven = field(default_factory=lambda: NOT_GIVEN)
+    padding_bonus: float | None | NotGiven = field(default_factory=lambda: NOT_GIVEN)
+    rewrite_rules: str | None | NotGiven = field(default_factory=lambda: NOT_GIVEN)
+    pronunciation_id: str | None | NotGiven = field(default_factory=lambda: NOT_GIVEN)
+
+
+@dataclass
+class _QuietFlushFrame(ControlFrame):
+    """Internal: the LLM went quiet mid-answer; speak what is already here."""
+
+    req_id: str = ""
+
+
+def _given(value: Any) -> Any:
+    return value if is_given(value) else None
+
+
+class GradiumStreamingTTSService(WebsocketTTSService):
+    """Streams an LLM's answer to Gradium phrase by phrase and plays the audio as it comes.
+
+    One Gradium request per answer, set up at ``LLMFullResponseStartFrame`` on a socket that is
+    already open; whole-word phrases as the tokens arrive; one ``<flush>`` after the first
+    phrase; ``end_of_stream`` at the end of the response. A barge-in closes the socket of the
+    answer still generating (the only way to stop Gradium) and the next answer goes out on a
+    standby socket opened in advance.
+
+    Example::
+
+        tts = GradiumStreamingTTSService(
+            settings=GradiumStreamingTTSService.Settings(voice="YTpq7expH9539ERJ"),
+        )
+    """
+
+    Settings = GradiumStreamingTTSSettings
+    _settings: Settings
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None = None,
+        url: str = DEFAULT_URL,
+        sample_rate: int | None = None,
+        settings: Settings | None = None,
+        chunking: ChunkMode | str = ChunkMode.PHRASE,
+        first_chunk_words: int = 3,
+        max_chunk_chars: int = 80,
+        flush_after_first_chunk: bool = True,
+        quiet_flush_s: float = 0.6,
+        standby_sockets: int = 2,
+        max_socket_age_s: float = 240.0,
+        connect_timeout_s: float = 10.0,
+        stop_frame_timeout_s: float = 3.0,
+        **kwargs,
+    ):
+        """Create the service.
+
+        Args:
+            api_key: Gradium API key; ``None`` reads ``GRADIUM_API_KEY``.
+            url: Gradium's TTS WebSocket URL (regional hosts: ``eu.api.gradium.ai``,
+                ``us.api.gradium.ai``; the emulator's ``ws_url`` for offline use).
+            sample_rate: Output rate; ``None`` uses the pipeline's. Gradium is asked for this
+                rate when it offers it (8, 16, 22.05, 24, 44.1, 48 kHz), else resampled.
+            settings: Voice, model, language and Gradium's generation settings.
+            chunking: ``"phrase"`` (default), ``"sentence"`` or ``"word"``.
+            first_chunk_words: Complete words that make the first phrase go out.
+            max_chunk_chars: Longest phrase sent in one message.
+            flush_after_first_chunk: Send one ``<flush>`` after the first phrase, so Gradium
+                does not hold its last words back while the LLM produces the next ones.
+            quiet_flush_s: When the LLM is quiet this long mid-answer (a tool call, a slow
+                model), send the complete words held and a ``<flush>``.
+            standby_sockets: Sockets kept open in advance for the answer after a barge-in;
+                0 turns standby off.
+            max_socket_age_s: A socket this old takes no new request (Gradium ends sessions
+                at 300 s).
+            connect_timeout_s: Limit on one WebSocket handshake.
+            stop_frame_timeout_s: Pipecat's audio-context idle timeout.
+            **kwargs: Passed to Pipecat's ``WebsocketTTSService``.
+
+        Raises:
+            ValueError: If no API key is given or set, or a setting is out of range.
+        """
+        key = api_key if api_key is not None else os.environ.get("GRADIUM_API_KEY")
+        if not key:
+            raise ValueError(
+                "GradiumStreamingTTSService needs a Gradium API key: pass api_key= or set "
+                "GRADIUM_API_KEY (for offline use, run pipecat_gradium.emulator and pass its "
+                "ws_url as url= with its key)."
+            )
+        default_settings = self.Settings(
+            model="default",
+            voice=DEFAULT_VOICE,
+            language=None,
+            temp=None,
+            cfg_coef=None,
+            padding_bonus=None,
+            rewrite_rules=None,
+            pronunciation_id=None,
+        )
+        if settings is not None:
+            default_settings.apply_update(settings)
+        kwargs.setdefault("reconnect_on_error", False)
+        super().__init__(
+            text_aggregation_mode=TextAggregationMode.SENTENCE,
+            push_text_frames=False,
+            push_stop_frames=True,
+            push_start_frame=True,
+            pause_frame_processing=False,
+            stop_frame_timeout_s=stop_frame_timeout_s,
+            sample_rate=sample_rate,
+            settings=default_settings,
+            **kwargs,
+        )
+        self._json_config()  # fail fast on out-of-range values
+        self._api_key = key
+        self._url = url
+        self._flush_after_first_chunk = flush_after_first_chunk
+        self._quiet_flush_s = quiet_flush_s
+        self._standby_sockets = standby_sockets
+        self._max_socket_age_s = max_socket_age_s
+        self._connect_timeout_s = connect_timeout_s
+        self._text_aggregator = PhraseAggregator(
+            chunking=chunking,
+            first_chunk_words=first_chunk_words,
+            max_chars=max_chunk_chars,
+            language=self._text_aggregator.language,
+        )
+        self._requests: dict[str, GradiumRequest] = {}
+        self._pool: ConnectionPool | None = None
+        self._output_format = "pcm_48000"
+        self._gradium_rate = 48000
+        self._auth_failed = False
+        self._watchdog: asyncio.Task | None = None
+        self.time_to_first_audio_s: list[float] = []
+
+    def can_generate_metrics(self) -> bool:
+        """Whether this service reports metrics (TTFB, TTFA, usage): it does."""
+        return True
+
+    def language_to_service_language(self, language: Language) -> str | None:
+        """Map a Pipecat language to the Gradium rule set (``en``, ``fr``, ...).
+
+        Args:
+            language: The language.
+
+        Returns:
+            The two-letter code, or ``None`` (with a warning) when Gradium lacks it.
+        """
+        code = str(language.value if isinstance(language, Language) else language)
+        base = code.split("-")[0].lower()
+        if base in GRADIUM_LANGUAGES:
+            return base
+        logger.warning(f"{self}: Gradium has no {code!r} rules; supported: {GRADIUM_LANGUAGES}")
+        return None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self, frame: StartFrame):
+        """Open the first socket and the standby sockets before any answer starts.
+
+        Args:
+            frame: The start frame.
+        """
+        await super().start(frame)
+        self._output_format, self._gradium_rate = output_format_for_rate(self.sample_rate)
+        if self._gradium_rate != self.sample_rate:
+            logger.info(
+                f"{self}: Gradium has no {self.sample_rate} Hz output; asking for "
+                f"{self._output_format} and resampling"
+            )
+        self._pool = ConnectionPool(
+            owner=self,
+            connect=self._open_socket,
+            on_message=self._on_message,
+            on_lost=self._on_socket_lost,
+            standby=self._standby_sockets,
+            max_age_s=self._max_socket_age_s,
+        )
+        await self._connect_websocket()
+
+    async def _connect_websocket(self):
+        """Open the pool's sockets; a failure is reported, and retried at the next answer."""
+        if self._pool is None or self._auth_failed:
+            return
+        try:
+            await self._pool.start()
+            await self._call_event_handler("on_connected")
+        except Exception as e:
+            await self._report_connect_failure(e)
+
+    async def _disconnect_websocket(self):
+        """Close every socket (used at stop and cancel)."""
+        if self._watchdog:
+            await self.cancel_task(self._watchdog)
+            self._watchdog = None
+        if self._pool:
+            await self._pool.stop()
+            await self._call_event_handler("on_disconnected")
+        self._requests.clear()
+
+    async def _disconnect(self):
+        """Close the sockets on stop, cancel and cleanup (the base only sets a flag)."""
+        await super()._disconnect()
+        await self._disconnect_websocket()
+
+    async def _receive_messages(self):
+        """Unused: each socket has its own receive task in the pool."""
+
+    async def _open_socket(self) -> ClientConnection:
+        return await self._websocket_connect(
+            self._url,
+            additional_headers={"x-api-key": self._api_key, "x-api-source": "pipecat-gradium"},
+            open_timeout=self._connect_timeout_s,
+        )
+
+    # ------------------------------------------------------------------ frames in
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection):
+        """Handle the service's own quiet-flush frame; note LLM tokens; the rest as Pipecat does.
+
+        Args:
+            frame: The frame.
+            direction: Its direction.
+        """
+        if isinstance(frame, _QuietFlushFrame):
+            await self._quiet_flush(frame.req_id)
+            return
+        if isinstance(frame, LLMTextFrame) and not frame.skip_tts and self._turn_context_id:
+            req = self._requests.get(self._turn_context_id)
+            if req:
+                req.note_token()
+        await super().process_frame(frame, direction)
+
+    async def on_turn_context_created(self, context_id: str):
+        """Set up the answer's Gradium request now, so set-up overlaps the LLM's first token.
+
+        Args:
+            context_id: The new turn's context id (used as ``client_req_id``).
+        """
+        req = await self._open_request(context_id)
+        if req and req.interruptible and context_id == self._turn_context_id:
+            req.in_turn = True
+            self._start_watchdog(req)
+
+    async def run_tts(self, text: str, context_id: str) -> AsyncGenerator[Frame | None, None]:
+        """Send one phrase of the answer; its audio arrives on the socket's receive task.
+
+        Args:
+            text: The phrase, with its trailing separator.
+            context_id: The answer's context id.
+
+        Yields:
+            ``None``: audio is delivered through the audio context.
+        """
+        req = self._requests.get(context_id)
+        if req is None or req.ended:
+            req = await self._open_request(context_id)
+        if req is not None:
+            await self._send_text(req, text)
+            if context_id != self._turn_context_id:
+                # Text outside any turn: a request of its own, ended at once.
+                await self._end_request(req)
+        yield None
+
+    async def flush_audio(self, context_id: str | None = None):
+        """End the answer's request: Gradium speaks what it holds and sends end_of_stream.
+
+        Args:
+            context_id: The answer's context id.
+        """
+        req = self._requests.get(context_id or "")
+        if req:
+            await self._end_request(req)
+
+    async def on_turn_context_completed(self):
+        """End the turn's request even when it never got text, so nothing stays open."""
+        context_id = self._turn_context_id
+        await super().on_turn_context_completed()
+        req = self._requests.get(context_id) if context_id else None
+        if req and not req.ended:
+            await self._end_request(req)
+
+    async def _handle_interruption(self, frame: InterruptionFrame, direction: FrameDirection):
+        """Drop the interrupted answers and close the sockets still generating them."""
+        doomed = [r for r in self._requests.values() if r.interruptible]
+        await super()._handle_interruption(frame, direction)
+        if self._watchdog:
+            await self.cancel_task(self._watchdog)
+            self._watchdog = None
+        generating = {r.socket for r in doomed if r.generating}
+        for req in doomed:
+            self._requests.pop(req.req_id, None)
+            if req.socket in generating:
+                continue
+            # Nothing is being generated for it: end it politely; the socket stays.
+            await self._end_request(req, forget=True)
+        for sock in generating:
+            logger.debug(f"{self}: barge-in, closing {sock} to stop Gradium generating")
+            assert self._pool is not None
+            self._pool.close_soon(sock)
+
+    async def _update_settings(self, delta: TTSSettings) -> dict[str, Any]:
+        """Apply a settings delta; the next request's setup carries it, on the same socket.
+
+        Args:
+            delta: The changed settings.
+
+        Returns:
+            The changed fields with their previous values.
+        """
+        changed = await super()._update_settings(delta)
+        try:
+            self._json_config()
+        except ValueError as e:
+            for name, previous in changed.items():
+                setattr(self._settings, name, previous)
+            await self.push_error(
+                error_msg=f"{self}: settings update rejected, previous values kept: {e}",
+                category=ErrorCategory.INVALID_REQUEST,
+            )
+            return {}
+        return changed
+
+    # ------------------------------------------------------------------ requests
+
+    def _json_config(self) -> dict[str, Any]:
+        s = self._settings
+        return build_json_config(
+            temp=_given(s.temp),
+            cfg_coef=_given(s.cfg_coef),
+            padding_bonus=_given(s.padding_bonus),
+            rewrite_rules=_given(s.rewrite_rules) or _given(s.language),
+        )
+
+    async def _open_request(self, context_id: str) -> GradiumRequest | None:
+        """Send a request's setup on the socket its kind goes on."""
+        if self._pool is None or self._auth_failed or not self.is_usable:
+            return None
+        old = self._requests.pop(context_id, None)
+        if old:
+            self._pool.release(old.socket, old.req_id)
+        context = self._tts_contexts.get(context_id)
+        interruptible = context.interruptible if context else True
+        try:
+            sock = await self._pool.acquire(interruptible=interruptible)
+        except Exception as e:
+            await self._report_connect_failure(e)
+            return None
+        req = GradiumRequest(
+            req_id=context_id,
+            socket=sock,
+            interruptible=interruptible,
+            gradium_rate=self._gradium_rate,
+            output_rate=self.sample_rate,
+        )
+        s = self._settings
+        msg = setup_message(
+            client_req_id=context_id,
+            voice_id=str(s.voice),
+            output_format=self._output_format,
+            model_name=_given(s.model) or "default",
+            json_config=self._json_config(),
+            pronunciation_id=_given(s.pronunciation_id),
+        )
+        if not await self._send(req, msg):
+            return None
+        sock.requests.add(context_id)
+        self._requests[context_id] = req
+        return req
+
+    async def _send_text(self, req: GradiumRequest, text: str) -> None:
+        if not req.has_text:
+            # The separator before the first phrase means nothing to Gradium.
+            text = text.lstrip()
+            if not text.strip():
+                return
+        wire = text
+        first = not req.has_text
+        if first and self._flush_after_first_chunk and text[-1:].isspace():
+            wire = text + FLUSH_TAG
+        if await self._send(req, text_message(wire, req.req_id)):
+            req.texts.append(wire)
+            req.has_text = True
+            req.unflushed = not wire.endswith(FLUSH_TAG)
+            await self.start_tts_usage_metrics(text)
+
+    async def _end_request(self, req: GradiumRequest, *, forget: bool = False) -> None:
+        if not req.ended:
+            req.ended = True
+            await self._send(req, end_of_stream_message(req.req_id))
+        if forget and self._pool:
+            self._pool.release(req.socket, req.req_id)
+
+    async def _send(self, req: GradiumRequest, message: str) -> bool:
+        try:
+            await req.socket.send(message)
+            return True
+        except ConnectionClosed as e:
+            # The receive task reports the loss; say here what was not sent.
+            logger.warning(f"{self}: {req.socket} closed, request {req.req_id} not sent: {e}")
+            return False
+
+    async def _finish_request(self, req: GradiumRequest) -> None:
+        self._requests.pop(req.req_id, None)
+        if self._pool:
+            self._pool.release(req.socket, req.req_id)
+        if self.audio_context_available(req.req_id):
+            await self.remove_audio_context(req.req_id)
+
+    # ------------------------------------------------------------------ quiet LLM
+
+    def _start_watchdog(self, req: GradiumRequest) -> None:
+        if self._watchdog and not self._watchdog.done():
+            self._watchdog.cancel()
+        self._watchdog = self.create_task(self._watch_turn(req), name="gradium-quiet-watchdog")
+
+    async def _watch_turn(self, req: GradiumRequest) -> None:
+        """While the answer is open: flush when the LLM goes quiet; keep its audio context alive.
+
+        Pipecat closes an audio context after ``stop_frame_timeout_s`` without audio; an LLM
+        pausing longer (a tool call) would otherwise split the answer's Started/Stopped frames.
+        """
+        keepalive_s = max(self._stop_frame_timeout_s / 2, 0.01)
+        flushed = False
+        while not req.ended and req.req_id in self._requests:
+            timeout = keepalive_s
+            if not flushed and req.last_token_at is not None:
+                quiet_left = req.last_token_at + self._quiet_flush_s - time.monotonic()
+                if quiet_left <= 0:
+                    await self.queue_frame(_QuietFlushFrame(req_id=req.req_id))
+                    flushed = True
+                else:
+                    timeout = min(timeout, quiet_left)
+            req.activity.clear()
+            try:
+                await asyncio.wait_for(req.activity.wait(), timeout)
+                flushed = False
+            except TimeoutError:
+                self._refresh_audio_context(req.req_id)
+
+    async def _quiet_flush(self, req_id: str) -> None:
+        req = self._requests.get(req_id)
+        if req is None or req.ended or req_id != self._turn_context_id:
+            return
+        ready = self._text_aggregator.take_ready_text()  # type: ignore[attr-defined]
+        if ready:
+            await self._handle_aggregated_text(
+                self._aggregated_text_frame(Aggregation(ready, TextType.SENTENCE))
+            )
+        if req.unflushed:
+            logger.debug(f"{self}: LLM quiet for {self._quiet_flush_s}s, flushing {req_id}")
+            if await self._send(req, text_message(FLUSH_TAG, req_id)):
+                req.texts.append(FLUSH_TAG)
+                req.unflushed = False
+
+    # ------------------------------------------------------------------ frames out
+
+    async def _on_message(self, sock: GradiumSocket, msg: ServerMessage) -> None:
+        if isinstance(msg, ServerError) and msg.client_req_id is None:
+            await self._on_socket_error(sock, msg)
+            return
+        req = self._requests.get(msg.client_req_id or "")
+        if req is None or req.socket is not sock:
+            return  # an interrupted or unknown request: drop
+        if isinstance(msg, Audio):
+            await self._on_audio(req, msg)
+        elif isinstance(msg, Word):
+            req.words.append((msg.text, msg.start_s, msg.stop_s))
+            await self.add_word_timestamps([(msg.text, msg.start_s)], req.req_id)
+        elif isinstance(msg, EndOfStream):
+            req.done = True
+            tail = req.convert(b"", last=True)
+            if tail:
+                await self._push_audio(req, tail)
+            await self._finish_request(req)
+        elif isinstance(msg, ServerError):
+            await self.push_error(
+                error_msg=f"{self}: Gradium rejected request {req.req_id}: {msg.message}",
+                category=ErrorCategory.SERVER
+                if msg.code != 1008
+                else ErrorCategory.INVALID_REQUEST,
+            )
+            req.done = True
+            await self._finish_request(req)
+        elif isinstance(msg, Ready):
+            logger.trace(f"{self}: request {req.req_id} ready ({msg.request_id})")
+
+    async def _on_audio(self, req: GradiumRequest, msg: Audio) -> None:
+        if req.first_audio_at is None:
+            req.first_audio_at = time.monotonic()
+            if req.first_token_at is not None:
+                ttfa = req.first_audio_at - req.first_token_at
+                self.time_to_first_audio_s.append(ttfa)
+                logger.debug(f"{self}: time to first audio from first token {ttfa * 1000:.0f} ms")
+        pcm = req.convert(msg.pcm)
+        if pcm:
+            await self._push_audio(req, pcm)
+
+    async def _push_audio(self, req: GradiumRequest, pcm: bytes) -> None:
+        frame = TTSAudioRawFrame(pcm, self.sample_rate, 1, context_id=req.req_id)
+        await self.append_to_audio_context(req.req_id, frame)
+
+    # ------------------------------------------------------------------ faults
+
+    async def _on_socket_error(self, sock: GradiumSocket, msg: ServerError) -> None:
+        if msg.is_auth:
+            await self._fail_auth(msg.message)
+            return
+        await self.push_error(
+            error_msg=f"{self}: Gradium error on {sock}: {msg.message} (code {msg.code})",
+            category=ErrorCategory.SERVER,
+        )
+
+    async def _on_socket_lost(self, sock: GradiumSocket, reason: str) -> None:
+        lost = [r for r in self._requests.values() if r.socket is sock]
+        if self._auth_failed or not lost:
+            return
+        await self.push_error(
+            error_msg=(
+                f"{self}: Gradium socket {reason} during {len(lost)} request(s); the next "
+                "answer uses a new socket"
+            ),
+            category=ErrorCategory.CONNECTIVITY,
+        )
+        for req in lost:
+            req.done = True
+            await self._finish_request(req)
+
+    async def _report_connect_failure(self, e: Exception) -> None:
+        if isinstance(e, InvalidStatus) and e.response.status_code in (401, 403):
+            await self._fail_auth(f"HTTP {e.response.status_code}")
+            return
+        await self.push_error(
+            error_msg=f"{self}: cannot connect to Gradium at {self._url}: {e}",
+            exception=e,
+            category=ErrorCategory.CONNECTIVITY,
+        )
+        await self._call_event_handler("on_connection_error", str(e))
+
+    async def _fail_auth(self, detail: str) -> None:
+        """A rejected key is permanent: stop connecting and say which variable to fix."""
+        if self._auth_failed:
+            return
+        self._auth_failed = True
+        if self._pool:
+            self._run_pool_stop()
+        await self.push_error(
+            error_msg=(
+                f"{self}: Gradium rejected the API key ({detail}). Check GRADIUM_API_KEY "
+                "(or api_key=); the service will not reconnect."
+            ),
+            category=ErrorCategory.AUTHENTICATION,
+            force_treat_as_permanent=True,
+        )
+
+    def _run_pool_stop(self) -> None:
+        # Called from a socket's receive task: stopping the pool cancels that task, so it
+        # runs as a task of its own.
+        assert self._pool is not None
+        self.create_task(self._pool.stop(), name="gradium-pool-stop")

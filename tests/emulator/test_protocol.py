@@ -107,7 +107,7 @@ async def test_break_tag_becomes_silence(emu: GradiumEmulator) -> None:
     assert 1.0 < extra < 1.7
     # A long run of digital silence exists in the paused audio.
     silent = (abs(paused.astype(int)) < 50).astype(int)
-    longest = max(len(run) for run in "".join(map(str, silent)).split("1"))
+    longest = max(len(run) for run in "".join(map(str, silent)).split("0"))
     assert int(1.5 * 16000) <= longest <= int(2.0 * 16000)
 
 

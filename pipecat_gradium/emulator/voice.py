@@ -155,13 +155,14 @@ class _Engine:
         with self._lock:
             if self._lib is None:
                 self._load()
+            lib: Any = self._lib
             self._chunks, self._words, self._samples_seen = [], [], 0
             self._should_stop, self._aborted = should_stop, False
-            self._lib.espeak_SetParameter(_PARAM_RATE, int(rate_wpm), 0)
+            lib.espeak_SetParameter(_PARAM_RATE, int(rate_wpm), 0)
             data = text.encode("utf-8") + b"\0"
             buf = ctypes.create_string_buffer(data, len(data))
-            self._lib.espeak_Synth(buf, len(data), 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None)
-            self._lib.espeak_Synchronize()
+            lib.espeak_Synth(buf, len(data), 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None)
+            lib.espeak_Synchronize()
             samples = np.concatenate(self._chunks) if self._chunks else np.zeros(0, dtype=np.int16)
             result = Synthesis(samples.astype(np.int16), list(self._words), self._aborted)
             self._chunks, self._words, self._should_stop = [], [], None

@@ -1,0 +1,472 @@
+"""Phrase chunking of streamed LLM text for Gradium's TTS WebSocket.
+
+Gradium concatenates ``text`` messages exactly as sent, so the client must supply
+the whitespace between chunks, and a tag split across two messages is read aloud.
+Gradium recommends sending whole words or phrases (punctuation attached to the
+word before it), never one sub-word token per message, and about 80 characters
+at most per message. :class:`PhraseAggregator` turns a token stream into such
+chunks.
+
+Unlike Pipecat's own aggregators, chunks are **not stripped**: the whitespace
+between two chunks travels as the trailing whitespace of the earlier one, so the
+concatenation of every chunk plus :meth:`PhraseAggregator.flush` equals the
+input exactly.
+
+Rules:
+
+* A *word* is a maximal run of non-whitespace characters; a tag counts as one
+  character of it, even if the tag contains spaces. A word is complete only when
+  the first character of the next word arrives, so the whole whitespace run after
+  it (a space, a newline, a blank line) belongs to the earlier chunk. Chunks
+  therefore end with whitespace (except the :meth:`~PhraseAggregator.flush`
+  chunk) and never start with it, except the first chunk of an answer when the
+  answer itself starts with whitespace (the service may ``lstrip`` that chunk),
+  and a chunk following :meth:`~PhraseAggregator.take_ready_text` (see there).
+* CJK full-width punctuation (``。！？、，；：``, plus closing quotes or brackets
+  after it) also ends a word when the next character is not whitespace, because
+  those scripts do not put spaces between words. Such a chunk ends with the
+  punctuation instead of whitespace.
+* A word ending in clause punctuation (``, ; :`` and their CJK forms) or sentence
+  punctuation (``. ! ? …`` and ``。！？``) is a boundary candidate. Closing quotes,
+  brackets, Markdown ``*``/``_`` and tags after the mark are ignored, so
+  ``"Yes."`` and ``Hello, <flush>`` end with punctuation.
+* First chunk of an answer (``PHRASE`` and ``SENTENCE`` modes): emitted once it
+  holds ``first_chunk_words`` complete words, or at the first complete word that
+  ends with clause or sentence punctuation (``"Well, "`` alone is fine).
+* Later chunks: ``PHRASE`` mode emits at sentence punctuation, or at clause
+  punctuation once the chunk holds at least two words (so a lone ``"so, "``
+  merges with what follows). ``SENTENCE`` mode emits only at sentence
+  punctuation. ``WORD`` mode emits every complete word, the first one included.
+* ``max_chars``: a chunk is closed before the word whose characters would take it
+  past ``max_chars`` (checked as the word streams in, so no waiting for it to
+  end); a single word longer than ``max_chars`` goes alone once complete.
+  Whitespace inside the chunk counts toward the length.
+* Tags: ``<`` followed by an ASCII letter or ``/`` opens a tag (``<flush>``,
+  ``<break time="1.5s" />``, ``</spell>``) that ends at the next ``>``. A tag is
+  never split across chunks, and nothing from its ``<`` on is emitted while it is
+  open. Any other ``<`` (``a < b``, ``<3``) is plain text, and so is a ``<`` whose
+  tag reaches 200 characters without ``>``, so a stray ``<`` cannot hold the
+  answer back forever. A tag that follows whitespace and is itself followed by
+  whitespace attaches to the word before it, like punctuation
+  (``Hello <break time="1s" /> world`` keeps the tag with ``Hello``); a tag
+  followed directly by text leads the next word (``<spell>ABC</spell>``). Words
+  made only of tags are not counted as words and never end a chunk on their own.
+
+The logic is synchronous (:meth:`PhraseAggregator.feed`) and takes amortized
+constant time per character (the characters after a ``<`` that turns out to be
+plain are rescanned, at most 200 of them per such ``<``). The result does not
+depend on how the text was split into tokens; only
+:meth:`~PhraseAggregator.take_ready_text` depends on when it is called.
+"""
+
+from collections.abc import AsyncIterator
+from enum import IntEnum, StrEnum
+
+from pipecat.utils.text.base_text_aggregator import Aggregation, BaseTextAggregator, TextType
+
+__all__ = ["ChunkMode", "PhraseAggregator"]
+
+MAX_TAG_CHARS = 200
+"""Longest tag, brackets included; a longer ``<...`` is treated as plain text."""
+
+_SENTENCE_MARKS = frozenset(".!?…。！？｡‼⁇⁈⁉؟।")
+_CLAUSE_MARKS = frozenset(",;:、，；：､")
+# Full-width marks end a word even without a following space (CJK has none).
+_HARD_MARKS = frozenset("。！？｡、，；：､")
+# Transparent after a mark: '"Yes."' or '**Note:**' still ends with the mark.
+_CLOSERS = frozenset("\"'”’»)]}›」』）】〕〉》*_")
+
+# Punctuation class of a word's last significant character.
+_NONE, _CLAUSE, _SENTENCE = 0, 1, 2
+
+
+class ChunkMode(StrEnum):
+    """Where :class:`PhraseAggregator` ends chunks after the first one.
+
+    Attributes:
+        WORD: Every complete word is a chunk (lowest latency, most messages).
+        PHRASE: Chunks end at clause or sentence punctuation (default).
+        SENTENCE: Chunks end at sentence punctuation only.
+    """
+
+    WORD = "word"
+    PHRASE = "phrase"
+    SENTENCE = "sentence"
+
+
+class _State(IntEnum):
+    LEAD = 0  # only whitespace pending: no word started yet
+    WORD = 1  # inside a word
+    HARD = 2  # inside a word, right after a full-width mark (word may end here)
+    GAP = 3  # in the whitespace run after a word
+    LT = 4  # just after '<': tag or plain text not known yet
+    TAG = 5  # inside an open tag
+    AFTER_TAG = 6  # a tag after a word's end just closed: attach or lead not known yet
+
+
+class PhraseAggregator(BaseTextAggregator):
+    """Aggregates LLM tokens into whole-word phrases for Gradium's TTS.
+
+    See the module docstring for the chunking rules. Each yielded
+    :class:`Aggregation` keeps its trailing whitespace, so the chunks concatenate
+    back to the input exactly.
+
+    Example::
+
+        agg = PhraseAggregator()
+        agg.feed("The fore")  # []
+        agg.feed("cast for tomorrow")  # ["The forecast for "]: three words
+    """
+
+    def __init__(
+        self,
+        *,
+        chunking: ChunkMode | str = ChunkMode.PHRASE,
+        first_chunk_words: int = 3,
+        max_chars: int = 80,
+        language: str | None = None,
+    ) -> None:
+        """Initialize the aggregator.
+
+        Args:
+            chunking: Where later chunks end: ``"word"``, ``"phrase"`` or
+                ``"sentence"``.
+            first_chunk_words: The first chunk of an answer is emitted once it
+                holds this many complete words (or earlier at punctuation).
+            max_chars: Soft maximum chunk length in characters; only a single
+                longer word exceeds it.
+            language: Language code, passed to the base class.
+
+        Raises:
+            ValueError: If ``chunking`` is unknown, ``first_chunk_words < 1`` or
+                ``max_chars < 10``.
+        """
+        try:
+            mode = ChunkMode(chunking)
+        except ValueError:
+            choices = ", ".join(repr(m.value) for m in ChunkMode)
+            raise ValueError(f"chunking must be one of {choices}, got {chunking!r}") from None
+        if first_chunk_words < 1:
+            raise ValueError(f"first_chunk_words must be >= 1, got {first_chunk_words}")
+        if max_chars < 10:
+            raise ValueError(f"max_chars must be >= 10, got {max_chars}")
+        super().__init__(aggregation_type=TextType.SENTENCE, language=language)
+        self._mode = mode
+        self._first_chunk_words = first_chunk_words
+        self._max_chars = max_chars
+        self._clear()
+
+    def _clear(self) -> None:
+        # A list keeps appends O(1); a str attribute would be copied per char.
+        self._buf: list[str] = []
+        self._first = True
+        self._state = _State.LEAD
+        # End (exclusive) of the complete words, with their whitespace, that form
+        # the chunk being built; 0 if none.
+        self._cand_end = 0
+        self._n_words = 0
+        # The word being scanned (or, in GAP, the word just scanned).
+        self._word_end = 0
+        self._word_real = False  # holds a character outside tags
+        self._word_punct = _NONE
+        self._lt_pos = 0
+        self._tag_start = 0
+        # When a '<' follows a word's end, that word's completion waits until we
+        # know whether a tag attaches to it. _defer_end is where the next word
+        # would start; _prev_* describe the waiting word.
+        self._defer_end: int | None = None
+        self._prev_end = 0
+        self._prev_real = False
+        self._prev_punct = _NONE
+
+    @property
+    def chunking(self) -> ChunkMode:
+        """The chunk mode for chunks after the first one."""
+        return self._mode
+
+    @property
+    def text(self) -> Aggregation:
+        """The pending (not yet emitted) text, unstripped.
+
+        Returns:
+            An :class:`Aggregation` of type ``TextType.SENTENCE``.
+        """
+        return Aggregation(text="".join(self._buf), type=TextType.SENTENCE)
+
+    @property
+    def is_first_chunk_pending(self) -> bool:
+        """Whether the first chunk of the current answer has yet to be emitted."""
+        return self._first
+
+    async def aggregate(self, text: str) -> AsyncIterator[Aggregation]:
+        """Add text and yield the chunks it completes.
+
+        Args:
+            text: The next piece of text (an LLM token or any longer string).
+
+        Yields:
+            One :class:`Aggregation` of type ``TextType.SENTENCE`` per completed
+            chunk, trailing whitespace included.
+        """
+        for chunk in self.feed(text):
+            yield Aggregation(text=chunk, type=TextType.SENTENCE)
+
+    def feed(self, text: str) -> list[str]:
+        """Add text and return the chunks it completes (synchronous core).
+
+        Args:
+            text: The next piece of text (an LLM token or any longer string).
+
+        Returns:
+            The completed chunks, in order; possibly empty. None is empty.
+        """
+        out: list[str] = []
+        # Text to rescan after an over-long '<' turned out to be plain goes on top.
+        stack: list[tuple[str, int]] = [(text, 0)]
+        while stack:
+            s, start = stack.pop()
+            for i in range(start, len(s)):
+                refeed = self._step(s[i], out)
+                if refeed:
+                    stack.append((s, i + 1))
+                    stack.append((refeed, 0))
+                    break
+        return out
+
+    async def flush(self) -> Aggregation | None:
+        """Return everything pending and start a new answer.
+
+        Pending text includes a partial word or an unclosed tag. Afterwards the
+        next chunk is again the first chunk of an answer.
+
+        Returns:
+            The pending text as an :class:`Aggregation` (possibly only
+            whitespace), or None if nothing is pending.
+        """
+        pending = "".join(self._buf)
+        self._clear()
+        return Aggregation(text=pending, type=TextType.SENTENCE) if pending else None
+
+    async def handle_interruption(self) -> None:
+        """Drop pending text and start a new answer."""
+        self._clear()
+
+    async def reset(self) -> None:
+        """Drop pending text and start a new answer."""
+        self._clear()
+
+    def take_ready_text(self) -> str:
+        """Remove and return the complete words pending, for when the LLM stalls.
+
+        Returns the text up to the end of the last whitespace run (a run at the
+        very end of the buffer included), plus the trailing word when it ends
+        with clause or sentence punctuation and no tag or undecided ``<`` is
+        open. A trailing partial word stays pending; a whitespace-only buffer is
+        not taken. The next chunk may then start with whitespace, e.g. after
+        ``"Hello."`` is taken and ``" How"`` arrives. Returned text counts as a
+        chunk, so it ends the first-chunk state.
+
+        Returns:
+            The ready text, or ``""`` if nothing is ready.
+        """
+        st = self._state
+        if st is _State.LEAD:
+            return ""
+        n = len(self._buf)
+        if st is _State.GAP:
+            k = n
+        elif st is _State.WORD or st is _State.HARD:
+            k = n if self._word_punct != _NONE else self._cand_end
+        elif st is _State.AFTER_TAG:
+            assert self._defer_end is not None
+            k = n if self._prev_punct != _NONE else self._defer_end
+        else:  # LT or TAG: stop before the waiting word's end or the word's start.
+            k = self._defer_end if self._defer_end is not None else self._cand_end
+        if k == 0:
+            return ""
+        if k == n:
+            self._state = _State.LEAD
+            self._defer_end = None
+        elif self._defer_end is not None:
+            # The waiting word went out; the tag now starts a word of its own.
+            self._defer_end = None
+            if st is _State.AFTER_TAG:
+                self._state = _State.WORD
+        self._cand_end = k
+        return self._emit()
+
+    # -- character state machine -------------------------------------------
+
+    def _step(self, c: str, out: list[str]) -> str | None:
+        """Process one character; return text to re-feed after a tag fallback."""
+        self._buf.append(c)
+        p = len(self._buf) - 1
+        st = self._state
+        space = c.isspace()
+        if st is _State.WORD:
+            self._in_word(c, p)
+        elif st is _State.GAP:
+            if space:
+                return None
+            if c == "<":
+                self._defer(self._word_end, p)
+            else:
+                self._complete(p, self._word_end, self._word_real, self._word_punct, out)
+                self._start_word(c)
+        elif st is _State.LEAD:
+            if space:
+                return None
+            self._word_real = False
+            self._word_punct = _NONE
+            if c == "<":
+                self._lt_pos = p
+                self._state = _State.LT
+            else:
+                self._start_word(c)
+        elif st is _State.HARD:
+            if space:
+                self._word_end = p
+                self._state = _State.GAP
+            elif c in _CLOSERS or c in _HARD_MARKS:
+                self._plain(c)
+            elif c == "<":
+                self._defer(p, p)
+            else:
+                self._complete(p, p, self._word_real, self._word_punct, out)
+                self._start_word(c)
+        elif st is _State.LT:
+            if (c.isascii() and c.isalpha()) or c == "/":
+                self._tag_start = self._lt_pos
+                self._state = _State.TAG
+            else:
+                self._lt_is_plain(out)
+                self._in_word(c, len(self._buf) - 1)
+        elif st is _State.TAG:
+            if c == ">":
+                self._state = _State.AFTER_TAG if self._defer_end is not None else _State.WORD
+            elif p + 1 - self._tag_start >= MAX_TAG_CHARS:
+                # Too long for a tag: the '<' is plain text; rescan what followed it.
+                rest = "".join(self._buf[self._tag_start + 1 :])
+                del self._buf[self._tag_start + 1 :]
+                self._lt_is_plain(out)
+                self._check_length(out)
+                return rest
+        else:  # AFTER_TAG
+            if space:
+                # The tag attaches to the waiting word, like punctuation.
+                self._word_end = p
+                self._word_real = self._prev_real
+                self._word_punct = self._prev_punct
+                self._defer_end = None
+                self._state = _State.GAP
+            elif c == "<":
+                self._lt_pos = p
+                self._state = _State.LT
+            else:
+                # The tag leads the next word.
+                self._resolve_deferred(out)
+                self._state = _State.WORD
+                self._plain(c)
+        if not space:
+            self._check_length(out)
+        return None
+
+    def _in_word(self, c: str, p: int) -> None:
+        if c.isspace():
+            self._word_end = p
+            self._state = _State.GAP
+        elif c == "<":
+            self._lt_pos = p
+            self._state = _State.LT
+        else:
+            self._plain(c)
+
+    def _start_word(self, c: str) -> None:
+        self._word_real = False
+        self._word_punct = _NONE
+        self._state = _State.WORD
+        self._plain(c)
+
+    def _plain(self, c: str) -> None:
+        """Account for a plain non-space character of the current word."""
+        self._word_real = True
+        if c in _CLOSERS:
+            return  # transparent: keeps the mark before it and the state
+        if c in _SENTENCE_MARKS:
+            self._word_punct = _SENTENCE
+        elif c in _CLAUSE_MARKS:
+            self._word_punct = _CLAUSE
+        else:
+            self._word_punct = _NONE
+        self._state = _State.HARD if c in _HARD_MARKS else _State.WORD
+
+    def _defer(self, word_end: int, p: int) -> None:
+        """A '<' at p follows a finished word: wait to see if a tag attaches."""
+        self._defer_end = p
+        self._prev_end = word_end
+        self._prev_real = self._word_real
+        self._prev_punct = self._word_punct
+        self._word_real = False
+        self._word_punct = _NONE
+        self._lt_pos = p
+        self._state = _State.LT
+
+    def _resolve_deferred(self, out: list[str]) -> None:
+        """Complete the waiting word; the tags and '<' after it start a new word."""
+        assert self._defer_end is not None
+        end, self._defer_end = self._defer_end, None
+        self._complete(end, self._prev_end, self._prev_real, self._prev_punct, out)
+
+    def _lt_is_plain(self, out: list[str]) -> None:
+        if self._defer_end is not None:
+            self._resolve_deferred(out)
+        self._word_real = True
+        self._word_punct = _NONE
+        self._state = _State.WORD
+
+    def _check_length(self, out: list[str]) -> None:
+        # The word in progress no longer fits: close the chunk before it now.
+        if self._cand_end and len(self._buf) > self._max_chars:
+            out.append(self._emit())
+
+    def _complete(self, end: int, word_end: int, real: bool, punct: int, out: list[str]) -> None:
+        """Add the word ending at word_end (whitespace through end) to the chunk."""
+        if self._cand_end and word_end > self._max_chars:
+            shift = self._cand_end
+            out.append(self._emit())
+            end -= shift
+            word_end -= shift
+        self._cand_end = end
+        if real:
+            self._n_words += 1
+        if self._ends_chunk(word_end, real, punct):
+            out.append(self._emit())
+
+    def _ends_chunk(self, word_end: int, real: bool, punct: int) -> bool:
+        if word_end > self._max_chars:
+            return True
+        if not real:
+            return False
+        if self._mode is ChunkMode.WORD:
+            return True
+        if self._first:
+            return punct != _NONE or self._n_words >= self._first_chunk_words
+        if self._mode is ChunkMode.PHRASE:
+            return punct == _SENTENCE or (punct == _CLAUSE and self._n_words >= 2)
+        return punct == _SENTENCE
+
+    def _emit(self) -> str:
+        """Remove and return buf[:cand_end], shifting the stored positions."""
+        k = self._cand_end
+        chunk = "".join(self._buf[:k])
+        del self._buf[:k]
+        self._cand_end = 0
+        self._n_words = 0
+        self._first = False
+        self._word_end -= k
+        self._lt_pos -= k
+        self._tag_start -= k
+        self._prev_end -= k
+        if self._defer_end is not None:
+            self._defer_end -= k
+        return chunk

@@ -1,0 +1,561 @@
+"""Tests for pipecat_gradium.phrases.PhraseAggregator."""
+
+import asyncio
+import time
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pipecat.utils.text.base_text_aggregator import Aggregation, TextType
+
+from pipecat_gradium.phrases import MAX_TAG_CHARS, ChunkMode, PhraseAggregator
+
+HARD = set("。！？｡、，；：､")
+CLOSERS = set("\"'”’»)]}›」』）】〕〉》*_")
+
+
+def run(tokens, **kwargs):
+    """Feed tokens one by one; return (emitted chunks, flush text or None)."""
+    agg = PhraseAggregator(**kwargs)
+    chunks = []
+    for token in tokens:
+        chunks += agg.feed(token)
+    flushed = asyncio.run(agg.flush())
+    return chunks, None if flushed is None else flushed.text
+
+
+def chunks_of(tokens, **kwargs):
+    """All chunks, the flush chunk included as the last one if any."""
+    chunks, tail = run(tokens, **kwargs)
+    return chunks + ([tail] if tail is not None else [])
+
+
+# -- construction -------------------------------------------------------------
+
+
+def test_defaults_and_types():
+    agg = PhraseAggregator()
+    assert agg.chunking is ChunkMode.PHRASE
+    assert agg.aggregation_type == TextType.SENTENCE
+    assert agg.is_first_chunk_pending
+    assert agg.text == Aggregation(text="", type=TextType.SENTENCE)
+    assert PhraseAggregator(chunking="sentence").chunking is ChunkMode.SENTENCE
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"first_chunk_words": 0}, "first_chunk_words"),
+        ({"max_chars": 9}, "max_chars"),
+        ({"chunking": "paragraph"}, "chunking"),
+    ],
+)
+def test_invalid_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        PhraseAggregator(**kwargs)
+
+
+# -- realistic token streams --------------------------------------------------
+
+FORECAST = [
+    "The",
+    " fore",
+    "cast",
+    " for",
+    " tomorrow",
+    " is",
+    " sunny",
+    ",",
+    " with",
+    " a",
+    " high",
+    " of",
+    " 25",
+    " degrees",
+    ".",
+    " Enjoy",
+    " the",
+    " sun",
+    "!",
+]
+
+
+def test_subword_tokens_phrase_mode():
+    chunks, tail = run(FORECAST)
+    assert chunks == [
+        "The forecast for ",
+        "tomorrow is sunny, ",
+        "with a high of 25 degrees. ",
+    ]
+    assert tail == "Enjoy the sun!"
+
+
+def test_subword_tokens_never_split():
+    agg = PhraseAggregator(chunking="word")
+    assert agg.feed("The") == []
+    assert agg.feed(" fore") == ["The "]
+    # "fore" is not complete until the whitespace after it has ended.
+    assert agg.feed("cast") == []
+    assert agg.feed(" ") == []
+    assert agg.feed(" for") == ["forecast  "]
+
+
+async def test_aggregate_yields_unstripped_sentence_aggregations():
+    agg = PhraseAggregator()
+    results = []
+    for token in ["Hi", " there", ".", " How", " are", " you", "?"]:
+        async for aggregation in agg.aggregate(token):
+            results.append(aggregation)
+    assert results == [Aggregation(text="Hi there. ", type=TextType.SENTENCE)]
+    assert agg.text == Aggregation(text="How are you?", type=TextType.SENTENCE)
+    assert await agg.flush() == Aggregation(text="How are you?", type=TextType.SENTENCE)
+    assert await agg.flush() is None
+
+
+def test_no_missing_space_between_sentences():
+    chunks = chunks_of(["Hi there.", " How", " are you?", " Fine", "."])
+    assert "".join(chunks) == "Hi there. How are you? Fine."
+    assert chunks == ["Hi there. ", "How are you? ", "Fine."]
+
+
+# -- first chunk ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "n, first",
+    [(1, "One "), (2, "One two "), (3, "One two three "), (4, "One two three four ")],
+)
+def test_first_chunk_after_n_words(n, first):
+    chunks, _ = run(["One two three four five six seven"], first_chunk_words=n)
+    assert chunks[0] == first
+
+
+def test_first_chunk_at_clause_punctuation():
+    chunks, tail = run(["Well", ",", " I", " think", " so", "."])
+    assert chunks == ["Well, "]
+    assert tail == "I think so."
+
+
+def test_first_chunk_waits_for_word_completion():
+    agg = PhraseAggregator()
+    assert agg.feed("Well,") == []  # "Well," could still continue ("Well,-")
+    assert agg.feed(" ") == []  # the whitespace run may continue
+    assert agg.is_first_chunk_pending
+    assert agg.feed("I") == ["Well, "]
+    assert not agg.is_first_chunk_pending
+
+
+def test_first_chunk_keeps_leading_whitespace():
+    chunks, tail = run([" Hello", ",", " world"])
+    assert chunks == [" Hello, "]
+    assert tail == "world"
+
+
+# -- later chunks by mode ---------------------------------------------------------
+
+
+def test_phrase_mode_merges_tiny_clause_chunks():
+    chunks = chunks_of(["Sure thing. So, we go, now. Yes. No"])
+    assert chunks == ["Sure thing. ", "So, we go, ", "now. ", "Yes. ", "No"]
+
+
+def test_closing_quotes_and_brackets_after_punctuation():
+    chunks = chunks_of(['He said "yes." Then (twice), again'])
+    assert chunks == ['He said "yes." ', "Then (twice), ", "again"]
+
+
+def test_sentence_mode():
+    chunks = chunks_of(FORECAST, chunking=ChunkMode.SENTENCE)
+    assert chunks == [
+        "The forecast for ",
+        "tomorrow is sunny, with a high of 25 degrees. ",
+        "Enjoy the sun!",
+    ]
+
+
+def test_sentence_mode_first_chunk_at_comma():
+    chunks = chunks_of(["Well, I think, maybe, yes. Ok"], chunking="sentence")
+    assert chunks == ["Well, ", "I think, maybe, yes. ", "Ok"]
+
+
+def test_word_mode():
+    chunks = chunks_of(["The", " fore", "cast", ",", "\n\n", "Is", " sunny"], chunking="word")
+    assert chunks == ["The ", "forecast,\n\n", "Is ", "sunny"]
+
+
+def test_max_chars_splits_before_the_overflowing_word():
+    text = "alpha beta gamma delta epsilon zeta eta theta iota kappa"
+    chunks = chunks_of([text], max_chars=20, first_chunk_words=2)
+    assert chunks == [
+        "alpha beta ",
+        "gamma delta epsilon ",
+        "zeta eta theta iota ",
+        "kappa",
+    ]
+    assert all(len(c.rstrip()) <= 20 for c in chunks)
+
+
+def test_max_chars_cuts_while_the_long_word_streams_in():
+    agg = PhraseAggregator(max_chars=10)
+    assert agg.feed("Hi, ") == []
+    assert agg.feed("yo ") == ["Hi, "]
+    assert agg.feed("abcdefg") == []  # "yo abcdefg" is 10 characters: fits
+    assert agg.feed("h") == ["yo "]  # "yo abcdefgh" passes 10 before the word ends
+
+
+def test_single_word_longer_than_max_chars_goes_alone():
+    word = "x" * 30
+    chunks = chunks_of([f"one {word} two three"], max_chars=10)
+    assert chunks == ["one ", f"{word} ", "two three"]
+
+
+# -- tags -----------------------------------------------------------------------
+
+
+def test_flush_tag_split_across_tokens_stays_whole():
+    tokens = ["Hello", ",", " <", "fl", "ush", ">", " world", " is", " big", "."]
+    chunks = chunks_of(tokens)
+    assert chunks == ["Hello, <flush> ", "world is big."]
+
+
+def test_break_tag_attaches_to_previous_word():
+    tokens = ["Hello ", "<br", 'eak time="1', '.5s" ', "/>", " world", " and", " more"]
+    chunks = chunks_of(tokens, first_chunk_words=2)
+    assert chunks == ['Hello <break time="1.5s" /> world ', "and more"]
+
+
+def test_open_tag_holds_everything_after_its_start():
+    agg = PhraseAggregator(chunking="word")
+    assert agg.feed('Hi there <break time="1s"') == ["Hi "]
+    assert agg.feed(" /") == []
+    assert agg.text.text == 'there <break time="1s" /'
+    assert agg.feed("> again") == ['there <break time="1s" /> ']
+    assert agg.feed(" ok") == ["again "]
+
+
+def test_tag_leading_a_word():
+    chunks = chunks_of(["My code is <spell>A", "BC</spell>. Thanks, bye"])
+    assert chunks == ["My code is ", "<spell>ABC</spell>. ", "Thanks, bye"]
+
+
+def test_tag_at_start_of_answer_is_not_a_word():
+    chunks = chunks_of(["<flush> One two three four"], first_chunk_words=2)
+    assert chunks == ["<flush> One two ", "three four"]
+
+
+def test_less_than_is_plain_text():
+    chunks = chunks_of(["a ", "<", " b is true, and <", "3 means love, x<", "=y"])
+    assert chunks == ["a < b ", "is true, ", "and <3 means love, ", "x<=y"]
+
+
+def test_long_unclosed_tag_falls_back_to_plain_text():
+    agg = PhraseAggregator(chunking="word", max_chars=400)
+    head = "Hey, <" + "a" * 150
+    # Below MAX_TAG_CHARS the '<...' may still be a tag: it holds everything back.
+    assert agg.feed(head + " b" * 20) == []
+    emitted = agg.feed(" b" * 30 + " c")
+    # Past MAX_TAG_CHARS without '>': plain text, emitted word by word again.
+    assert emitted[:3] == ["Hey, ", "<" + "a" * 150 + " ", "b "]
+    assert "".join(emitted) + agg.text.text == head + " b" * 50 + " c"
+    assert agg.text.text == "c"
+
+
+def test_tag_of_exactly_max_length_is_a_tag():
+    tag = "<a" + " " * (MAX_TAG_CHARS - 3) + ">"
+    assert len(tag) == MAX_TAG_CHARS
+    chunks = chunks_of(["Hi, ", tag, " x y z"], chunking="word")
+    assert chunks == ["Hi, " + tag + " ", "x ", "y ", "z"]
+    longer = "<a" + " " * (MAX_TAG_CHARS - 2) + ">"
+    chunks = chunks_of(["Hi, ", longer, " x y z"], chunking="word")
+    assert chunks == ["Hi, ", "<a" + " " * (MAX_TAG_CHARS - 2), "> ", "x ", "y ", "z"]
+
+
+def test_closing_tag_and_tag_inside_word():
+    chunks = chunks_of(["<spell>St. Louis</spell> is nice. Ok<flush>, go on"])
+    # Tags are atomic, but the text between an opening and a closing tag is not.
+    assert chunks == ["<spell>St. ", "Louis</spell> is nice. ", "Ok<flush>, go on"]
+
+
+# -- flush, interruption, reset ---------------------------------------------------
+
+
+async def test_flush_returns_partial_word_and_resets_first_chunk():
+    agg = PhraseAggregator()
+    assert agg.feed("Hello, wor") == ["Hello, "]
+    assert (await agg.flush()).text == "wor"
+    assert agg.is_first_chunk_pending
+    assert agg.feed("Yes, next") == ["Yes, "]
+
+
+async def test_flush_returns_unclosed_tag():
+    agg = PhraseAggregator()
+    agg.feed("Hello <break time=")
+    assert (await agg.flush()).text == "Hello <break time="
+    assert await agg.flush() is None
+
+
+@pytest.mark.parametrize("method", ["handle_interruption", "reset"])
+async def test_interruption_and_reset_drop_pending(method):
+    agg = PhraseAggregator()
+    assert agg.feed("Hello, wor") == ["Hello, "]
+    agg.feed(" <fla")
+    await getattr(agg, method)()
+    assert agg.text.text == ""
+    assert agg.is_first_chunk_pending
+    assert await agg.flush() is None
+    assert agg.feed("Again, x") == ["Again, "]
+
+
+def test_empty_and_whitespace_only():
+    assert run([]) == ([], None)
+    assert run(["", ""]) == ([], None)
+    assert run(["  ", "\n", ""]) == ([], "  \n")
+
+
+# -- take_ready_text ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "fed, taken, left",
+    [
+        ("", "", ""),
+        ("   ", "", "   "),
+        ("fore", "", "fore"),
+        ("The fore", "The ", "fore"),
+        ("The forecast ", "The forecast ", ""),
+        ("Hello world,", "Hello world,", ""),
+        ('He said "no."', 'He said "no."', ""),
+        ("你好。", "你好。", ""),
+        ("Hello <bre", "Hello ", "<bre"),
+        ("Hello <", "Hello ", "<"),
+        ("Hello.<fl", "", "Hello.<fl"),
+        ("Hello <flush>", "Hello ", "<flush>"),
+        ("Hello, <flush>", "Hello, <flush>", ""),
+        ("Hi there <flush> again", "Hi there <flush> ", "again"),
+    ],
+)
+def test_take_ready_text(fed, taken, left):
+    agg = PhraseAggregator(first_chunk_words=5)
+    assert agg.feed(fed) == []
+    assert agg.take_ready_text() == taken
+    assert agg.text.text == left
+    assert agg.is_first_chunk_pending == (taken == "")
+
+
+def test_take_ready_text_then_continue():
+    agg = PhraseAggregator(first_chunk_words=5)
+    agg.feed("Hello <bre")
+    assert agg.take_ready_text() == "Hello "
+    assert agg.feed('ak time="1s" /> world') == []
+    assert agg.take_ready_text() == '<break time="1s" /> '
+    assert agg.feed(" and, more") == ["world and, "]
+    assert agg.take_ready_text() == ""
+    assert agg.text.text == "more"
+
+
+def test_take_ready_text_can_split_a_whitespace_run():
+    agg = PhraseAggregator(chunking="word")
+    assert agg.feed("Hi there ") == ["Hi "]
+    assert agg.take_ready_text() == "there "
+    assert agg.feed(" you ok") == [" you "]  # documented: starts with whitespace
+
+
+def test_take_ready_text_keeps_later_chunks_whole():
+    agg = PhraseAggregator()
+    assert agg.feed("Sure. Let me che") == ["Sure. "]
+    assert agg.take_ready_text() == "Let me "
+    assert agg.feed("ck that for you, ok") == ["check that for you, "]
+
+
+# -- text shapes ------------------------------------------------------------------------
+
+
+def test_newlines_kept():
+    text = "Here is the list:\n\n- first item\n- second item.\n\nDone"
+    chunks = chunks_of([text[i : i + 3] for i in range(0, len(text), 3)])
+    # A later lone "list:" is too short to stand alone in PHRASE mode.
+    assert chunks == ["Here is the ", "list:\n\n- first item\n- second item.\n\n", "Done"]
+
+
+def test_emoji_and_accents():
+    chunks = chunks_of(["Très ", "bien 👍🏽", " ! ", "Ça ", "va 🙂? ", "Oui"])
+    assert chunks == ["Très bien 👍🏽 ", "! ", "Ça va 🙂? ", "Oui"]
+
+
+def test_cjk_chunks_at_full_width_punctuation():
+    chunks = chunks_of(["今天", "天气", "很好", "。", "明天", "下雨", "，", "好吗", "？", "我"])
+    assert chunks == ["今天天气很好。", "明天下雨，好吗？", "我"]
+
+
+def test_cjk_closing_brackets_stay_with_the_mark():
+    chunks = chunks_of(["「はい。」そうです。「ええ、", "そう」"], chunking="word")
+    assert chunks == ["「はい。」", "そうです。", "「ええ、", "そう」"]
+
+
+def test_long_input_is_fast():
+    text = ("Lorem ipsum dolor sit amet, consectetur adipiscing elit. " * 600) + "x" * 30000
+    agg = PhraseAggregator(chunking="sentence")
+    start = time.perf_counter()
+    chunks = []
+    for i in range(0, len(text), 4):
+        chunks += agg.feed(text[i : i + 4])
+    elapsed = time.perf_counter() - start
+    assert "".join(chunks) + agg.text.text == text
+    assert elapsed < 2.0
+
+
+# -- properties ------------------------------------------------------------------------
+
+PIECES = [
+    "Hello",
+    "fore",
+    "cast",
+    "a",
+    "I",
+    "25",
+    "x",
+    ",",
+    ".",
+    "!",
+    "?",
+    "…",
+    ";",
+    ":",
+    '"',
+    ")",
+    "(",
+    "*",
+    " ",
+    " ",
+    " ",
+    "  ",
+    "\n",
+    "\n\n",
+    "\t",
+    "<flush>",
+    '<break time="1.5s" />',
+    "<spell>",
+    "</spell>",
+    "<",
+    ">",
+    "/",
+    "<3",
+    "< ",
+    "<a" + " b" * 60,
+    "🙂",
+    "👍🏽",
+    "你好",
+    "。",
+    "，",
+    "」",
+    "é",
+]
+
+texts = st.lists(st.sampled_from(PIECES), max_size=60).map("".join)
+options = st.fixed_dictionaries(
+    {
+        "chunking": st.sampled_from(list(ChunkMode)),
+        "first_chunk_words": st.integers(1, 4),
+        "max_chars": st.sampled_from([10, 17, 80]),
+    }
+)
+
+
+@st.composite
+def split_texts(draw):
+    text = draw(texts)
+    cuts = sorted(draw(st.sets(st.integers(0, len(text)), max_size=20)))
+    bounds = [0, *cuts, len(text)]
+    return text, [text[a:b] for a, b in zip(bounds, bounds[1:])]
+
+
+def complete_tags(text):
+    """Spans of the tags the aggregator must keep whole (reference scanner)."""
+    spans = []
+    i = 0
+    while i < len(text) - 1:
+        nxt = text[i + 1]
+        if text[i] == "<" and ((nxt.isascii() and nxt.isalpha()) or nxt == "/"):
+            j = text.find(">", i)
+            if j != -1 and j + 1 - i <= MAX_TAG_CHARS:
+                spans.append((i, j + 1))
+                i = j + 1
+                continue
+        i += 1
+    return spans
+
+
+def check_chunks(text, chunks, tail):
+    assert "".join(chunks) + (tail or "") == text
+    assert all(chunks)
+    assert tail is None or tail
+    pos = 0
+    spans = []
+    for chunk in chunks:
+        spans.append((pos, pos + len(chunk)))
+        pos += len(chunk)
+        # Chunks end where the next word starts: after whitespace or a CJK mark.
+        assert pos < len(text)
+        assert not text[pos].isspace()
+        assert chunk[-1].isspace() or chunk.rstrip("".join(CLOSERS))[-1:] in HARD
+    if tail:
+        spans.append((pos, len(text)))
+    for start, end in complete_tags(text):
+        assert any(a <= start and end <= b for a, b in spans), (start, end)
+
+
+@settings(derandomize=True, max_examples=300, deadline=None)
+@given(split_texts(), options)
+def test_property_chunks_reassemble_and_respect_words_and_tags(split, kwargs):
+    text, tokens = split
+    chunks, tail = run(tokens, **kwargs)
+    check_chunks(text, chunks, tail)
+    # The result does not depend on how the text was split into tokens.
+    assert run([text], **kwargs) == (chunks, tail)
+    assert run(list(text), **kwargs) == (chunks, tail)
+
+
+@settings(derandomize=True, max_examples=200, deadline=None)
+@given(split_texts(), options, st.lists(st.booleans(), min_size=21, max_size=21))
+def test_property_take_ready_text_keeps_text_and_tags(split, kwargs, takes):
+    text, tokens = split
+    agg = PhraseAggregator(**kwargs)
+    pieces = []
+    for token, take in zip(tokens, takes):
+        pieces += agg.feed(token)
+        if take:
+            taken = agg.take_ready_text()
+            if taken:
+                pieces.append(taken)
+    flushed = asyncio.run(agg.flush())
+    if flushed is not None:
+        pieces.append(flushed.text)
+    assert "".join(pieces) == text
+    assert all(pieces)
+    pos = 0
+    spans = []
+    for piece in pieces:
+        spans.append((pos, pos + len(piece)))
+        pos += len(piece)
+    for start, end in complete_tags(text):
+        assert any(a <= start and end <= b for a, b in spans), (start, end)
+
+
+words_text = st.lists(
+    st.tuples(st.text("abcdefghij", min_size=1, max_size=14), st.sampled_from([" ", "\n", "  "])),
+    max_size=40,
+).map(lambda pairs: "".join(w + s for w, s in pairs))
+
+
+@settings(derandomize=True, max_examples=200, deadline=None)
+@given(words_text, options)
+def test_property_max_chars_and_word_mode(text, kwargs):
+    chunks, tail = run([text], **kwargs)
+    for chunk in chunks:
+        if len(chunk.split()) > 1:
+            assert len(chunk.rstrip()) <= kwargs["max_chars"]
+        if kwargs["chunking"] is ChunkMode.WORD:
+            assert len(chunk.split()) == 1
+    if kwargs["chunking"] is ChunkMode.WORD:
+        # Only the last word (its whitespace run may continue) is still pending.
+        assert tail is None or len(tail.split()) == 1

@@ -1,11 +1,11 @@
 """Gradium streaming text-to-speech for Pipecat.
 
 ``GradiumStreamingTTSService`` is the Pipecat stage; ``pipecat_gradium.emulator`` holds an offline
-Gradium-compatible server for tests, demos and benchmarks.
+Gradium-compatible server for tests, demos and benchmarks. The service is imported lazily, so the
+emulator can run without loading Pipecat.
 """
 
-from pipecat_gradium.phrases import ChunkMode, PhraseAggregator
-from pipecat_gradium.tts import GradiumStreamingTTSService, GradiumStreamingTTSSettings
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
@@ -15,3 +15,19 @@ __all__ = [
     "GradiumStreamingTTSSettings",
     "PhraseAggregator",
 ]
+
+if TYPE_CHECKING:
+    from pipecat_gradium.phrases import ChunkMode, PhraseAggregator
+    from pipecat_gradium.tts import GradiumStreamingTTSService, GradiumStreamingTTSSettings
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("ChunkMode", "PhraseAggregator"):
+        from pipecat_gradium import phrases
+
+        return getattr(phrases, name)
+    if name in ("GradiumStreamingTTSService", "GradiumStreamingTTSSettings"):
+        from pipecat_gradium import tts
+
+        return getattr(tts, name)
+    raise AttributeError(f"module 'pipecat_gradium' has no attribute {name!r}")

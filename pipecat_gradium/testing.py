@@ -161,6 +161,7 @@ class PipelineHarness:
         *,
         tokens_per_s: float = 0.0,
         ttft_s: float = 0.0,
+        start: bool = True,
         end: bool = True,
         tokens: Sequence[str] | None = None,
     ) -> AnswerTiming:
@@ -172,6 +173,7 @@ class PipelineHarness:
             text: The answer (split into sub-word tokens unless ``tokens`` is given).
             tokens_per_s: Token rate; 0 sends them back to back.
             ttft_s: The LLM's time to first token after the start frame.
+            start: Whether to send ``LLMFullResponseStartFrame`` (False continues an answer).
             end: Whether to send ``LLMFullResponseEndFrame``.
             tokens: Explicit tokens.
 
@@ -179,8 +181,9 @@ class PipelineHarness:
             The answer's timing record, filled in as its audio arrives.
         """
         timing = AnswerTiming()
-        self.answers.append(timing)
-        await self.send(LLMFullResponseStartFrame())
+        if start:
+            self.answers.append(timing)
+            await self.send(LLMFullResponseStartFrame())
         if ttft_s:
             await asyncio.sleep(ttft_s)
         for i, token in enumerate(tokens if tokens is not None else subword_tokens(text)):

@@ -15,6 +15,7 @@ from typing import Any
 from loguru import logger
 from pipecat.frames.frames import (
     ControlFrame,
+    EndFrame,
     Frame,
     InterruptionFrame,
     LLMTextFrame,
@@ -248,6 +249,23 @@ class GradiumStreamingTTSService(WebsocketTTSService):
         )
         await self._connect_websocket()
 
+    async def stop(self, frame: EndFrame):
+        """End gracefully: speak the text still held, end every request, let the audio drain.
+
+        Pipecat calls ``stop`` before the base class flushes the turn, so the held text and the
+        open requests are finished here, while the sockets are still open.
+
+        Args:
+            frame: The end frame.
+        """
+        if self._turn_context_id and self._turn_context_id in self._requests:
+            remaining = await self._text_aggregator.flush()
+            if remaining and remaining.text.strip():
+                await self._handle_aggregated_text(self._aggregated_text_frame(remaining))
+        for req in list(self._requests.values()):
+            await self._end_request(req)
+        await super().stop(frame)
+
     async def _connect_websocket(self):
         """Open the pool's sockets; a failure is reported, and retried at the next answer."""
         if self._pool is None or self._auth_failed:
@@ -386,7 +404,8 @@ class GradiumStreamingTTSService(WebsocketTTSService):
                 setattr(self._settings, name, previous)
             await self.push_error(
                 error_msg=f"{self}: settings update rejected, previous values kept: {e}",
-                category=ErrorCategory.INVALID_REQUEST,
+                # The application sent a bad value; the service itself is fine.
+                category=ErrorCategory.APPLICATION,
             )
             return {}
         return changed
@@ -404,11 +423,16 @@ class GradiumStreamingTTSService(WebsocketTTSService):
 
     async def _open_request(self, context_id: str) -> GradiumRequest | None:
         """Send a request's setup on the socket its kind goes on."""
-        if self._pool is None or self._auth_failed or not self.is_usable:
+        if self._pool is None or self._pool.stopped or self._auth_failed or not self.is_usable:
             return None
-        old = self._requests.pop(context_id, None)
-        if old:
-            self._pool.release(old.socket, old.req_id)
+        current = self._requests.get(context_id)
+        if current and not current.ended:
+            # A new response start inside an open turn continues the same answer.
+            return current
+        if current:
+            # Ended but still playing: its audio keeps routing until end_of_stream.
+            logger.debug(f"{self}: context {context_id} reopened after it ended")
+            return None
         context = self._tts_contexts.get(context_id)
         interruptible = context.interruptible if context else True
         try:

@@ -223,6 +223,9 @@ class Connection:
             try:
                 await asyncio.wait_for(self._activity.wait(), self.emulator.idle_timeout_s)
             except TimeoutError:
+                # A socket still generating audio is not idle, however long since the client spoke.
+                if any(r.stats.texts for r in self.requests.values()):
+                    continue
                 self.request_close(1008, "idle timeout")
                 return
 

@@ -1,0 +1,108 @@
+"""A voice agent on Daily (WebRTC) that speaks through GradiumStreamingTTSService.
+
+Deepgram hears the user, OpenAI answers, Gradium speaks. Barge-in works out of the box: when the
+user talks over the bot, the answer's Gradium socket is closed (Gradium stops generating) and the
+next answer starts on a standby socket, so it pays no handshake.
+
+Needs the ``daily`` extra and keys::
+
+    pip install -e ".[daily]" && pip install "pipecat-ai[deepgram,runner]"
+    export GRADIUM_API_KEY=... DEEPGRAM_API_KEY=... OPENAI_API_KEY=... DAILY_API_KEY=...
+    python examples/daily_agent.py --transport daily      # or no flag: local WebRTC page
+
+Pipecat's development runner creates the Daily room and prints the URL to join.
+"""
+
+import os
+
+from loguru import logger
+from pipecat.audio.vad.silero import SileroVADAnalyzer
+from pipecat.frames.frames import LLMRunFrame
+from pipecat.pipeline.pipeline import Pipeline
+from pipecat.pipeline.worker import PipelineParams, PipelineWorker
+from pipecat.processors.aggregators.llm_context import LLMContext
+from pipecat.processors.aggregators.llm_response_universal import (
+    LLMContextAggregatorPair,
+    LLMUserAggregatorParams,
+)
+from pipecat.runner.types import RunnerArguments
+from pipecat.runner.utils import create_transport
+from pipecat.services.deepgram.stt import DeepgramSTTService
+from pipecat.services.openai.llm import OpenAILLMService
+from pipecat.transports.base_transport import BaseTransport, TransportParams
+from pipecat.transports.daily.transport import DailyParams
+from pipecat.workers.runner import WorkerRunner
+
+from pipecat_gradium import GradiumStreamingTTSService
+
+SYSTEM_PROMPT = (
+    "You are a friendly voice assistant. Answer in short spoken sentences, without lists, "
+    "markdown or emoji."
+)
+
+
+async def run_bot(transport: BaseTransport, handle_sigint: bool) -> None:
+    """Build the pipeline and run it until the user leaves."""
+    stt = DeepgramSTTService(api_key=os.environ["DEEPGRAM_API_KEY"])
+    llm = OpenAILLMService(api_key=os.environ["OPENAI_API_KEY"])
+    # api_key=None reads GRADIUM_API_KEY; the pipeline's output rate (24 kHz) is asked of
+    # Gradium directly, so nothing is resampled.
+    tts = GradiumStreamingTTSService(
+        settings=GradiumStreamingTTSService.Settings(voice="YTpq7expH9539ERJ", language="en"),
+    )
+
+    context = LLMContext([{"role": "system", "content": SYSTEM_PROMPT}])
+    aggregators = LLMContextAggregatorPair(
+        context, user_params=LLMUserAggregatorParams(vad_analyzer=SileroVADAnalyzer())
+    )
+
+    pipeline = Pipeline(
+        [
+            transport.input(),
+            stt,
+            aggregators.user(),
+            llm,
+            tts,
+            transport.output(),
+            # Gradium's word timestamps reach the assistant aggregator as TTSTextFrames, so after a
+            # barge-in the context holds only the words the user heard.
+            aggregators.assistant(),
+        ]
+    )
+    worker = PipelineWorker(
+        pipeline,
+        params=PipelineParams(
+            audio_out_sample_rate=24000, enable_metrics=True, enable_usage_metrics=True
+        ),
+    )
+
+    @transport.event_handler("on_client_connected")
+    async def on_client_connected(transport, client):
+        logger.info("Client connected: greeting")
+        context.add_message({"role": "user", "content": "Say hello and ask how you can help."})
+        await worker.queue_frames([LLMRunFrame()])
+
+    @transport.event_handler("on_client_disconnected")
+    async def on_client_disconnected(transport, client):
+        logger.info("Client disconnected")
+        await worker.cancel()
+
+    runner = WorkerRunner(handle_sigint=handle_sigint)
+    await runner.add_workers(worker)
+    await runner.run()
+
+
+async def bot(runner_args: RunnerArguments):
+    """Entry point for Pipecat's development runner."""
+    params = {
+        "daily": lambda: DailyParams(audio_in_enabled=True, audio_out_enabled=True),
+        "webrtc": lambda: TransportParams(audio_in_enabled=True, audio_out_enabled=True),
+    }
+    transport = await create_transport(runner_args, params)
+    await run_bot(transport, runner_args.handle_sigint)
+
+
+if __name__ == "__main__":
+    from pipecat.runner.run import main
+
+    main()

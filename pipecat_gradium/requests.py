@@ -26,7 +26,6 @@ class GradiumRequest:
         interruptible: Whether a barge-in drops it.
         gradium_rate: The rate Gradium sends.
         output_rate: The rate the pipeline plays.
-        in_turn: Whether the request is an LLM answer (ended at the end of the response).
         texts: Every ``text`` message sent, verbatim (tags included).
         words: ``(word, start_s, stop_s)`` of every word whose timing arrived.
         audio_s: Seconds of audio received.
@@ -46,7 +45,6 @@ class GradiumRequest:
     interruptible: bool
     gradium_rate: int
     output_rate: int
-    in_turn: bool = False
     texts: list[str] = field(default_factory=list)
     words: list[tuple[str, float, float]] = field(default_factory=list)
     audio_s: float = 0.0

@@ -202,7 +202,8 @@ class GradiumStreamingTTSService(WebsocketTTSService):
         self._gradium_rate = 48000
         self._auth_failed = False
         self._watchdog: asyncio.Task | None = None
-        self.time_to_first_audio_s: list[float] = []
+        #: The latest answer's time from its first LLM token to its first audio, in seconds.
+        self.last_time_to_first_audio_s: float | None = None
 
     def can_generate_metrics(self) -> bool:
         """Whether this service reports metrics (TTFB, TTFA, usage): it does."""
@@ -327,8 +328,7 @@ class GradiumStreamingTTSService(WebsocketTTSService):
         """
         req = await self._open_request(context_id)
         if req and req.interruptible and context_id == self._turn_context_id:
-            req.in_turn = True
-            self._start_watchdog(req)
+            await self._start_watchdog(req)
 
     async def run_tts(self, text: str, context_id: str) -> AsyncGenerator[Frame | None, None]:
         """Send one phrase of the answer; its audio arrives on the socket's receive task.
@@ -503,9 +503,9 @@ class GradiumStreamingTTSService(WebsocketTTSService):
 
     # ------------------------------------------------------------------ quiet LLM
 
-    def _start_watchdog(self, req: GradiumRequest) -> None:
-        if self._watchdog and not self._watchdog.done():
-            self._watchdog.cancel()
+    async def _start_watchdog(self, req: GradiumRequest) -> None:
+        if self._watchdog:
+            await self.cancel_task(self._watchdog)
         self._watchdog = self.create_task(self._watch_turn(req), name="gradium-quiet-watchdog")
 
     async def _watch_turn(self, req: GradiumRequest) -> None:
@@ -584,7 +584,7 @@ class GradiumStreamingTTSService(WebsocketTTSService):
             req.first_audio_at = time.monotonic()
             if req.first_token_at is not None:
                 ttfa = req.first_audio_at - req.first_token_at
-                self.time_to_first_audio_s.append(ttfa)
+                self.last_time_to_first_audio_s = ttfa
                 logger.debug(f"{self}: time to first audio from first token {ttfa * 1000:.0f} ms")
         pcm = req.convert(msg.pcm)
         if pcm:

@@ -233,6 +233,36 @@ async def test_speak_frame_while_answer_plays_is_multiplexed(emu: GradiumEmulato
     assert spoken_words(h, speak.client_req_id) == ["One", "moment", "please."]
 
 
+async def test_next_answer_while_last_audio_still_arrives(emu: GradiumEmulator, make_tts):
+    """Two answers in flight on one socket: each gets its own audio, played in order."""
+    h = await start_pipeline(make_tts())
+    try:
+        hold = emu.hold_after_chunks(2)
+        await h.speak_answer(ANSWERS[0])
+        await asyncio.wait_for(hold.reached.wait(), 10)
+        await h.speak_answer(ANSWERS[1])
+        await emu.stats.wait_for(
+            lambda s: len(s.requests) == 2 and s.requests[1].first_audio_at is not None, 10
+        )
+        hold.release()
+        await h.down.wait_for(lambda: stopped(h) >= 2, timeout=15)
+    finally:
+        await h.stop()
+    first, second = emu.stats.requests
+    assert first.connection_id == second.connection_id
+    # The second answer's audio was generated while the first was held...
+    assert second.first_audio_at < first.audio_chunks[-1][0]
+    # ...yet played after it, each with all of its own audio.
+    contexts = [f.context_id for f in h.audio_frames()]
+    boundary = contexts.index(second.client_req_id)
+    assert set(contexts[:boundary]) == {first.client_req_id}
+    assert set(contexts[boundary:]) == {second.client_req_id}
+    for req in (first, second):
+        got = sum(len(f.audio) for f in h.audio_frames() if f.context_id == req.client_req_id)
+        assert got / 2 / 24000 == pytest.approx(req.audio_s, abs=0.02)
+    assert spoken_words(h) == (ANSWERS[0] + " " + ANSWERS[1]).split()
+
+
 async def test_uninterruptible_speech_has_its_own_socket_and_survives_barge_in(
     emu: GradiumEmulator, make_tts
 ):

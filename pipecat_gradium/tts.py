@@ -282,7 +282,7 @@ class GradiumStreamingTTSService(WebsocketTTSService):
         if self._watchdog:
             await self.cancel_task(self._watchdog)
             self._watchdog = None
-        if self._pool:
+        if self._pool and not self._pool.stopped:
             await self._pool.stop()
             await self._call_event_handler("on_disconnected")
         self._requests.clear()

@@ -452,3 +452,21 @@ async def test_old_socket_takes_no_new_request_and_drains(emu: GradiumEmulator, 
     assert second.connection_id != first.connection_id
     assert emu.stats.connections[first.connection_id - 1].closed_by == "client"
     assert not h.errors()
+
+
+async def test_connection_refused_at_start_is_reported_and_next_answer_connects(
+    emu: GradiumEmulator, make_tts
+):
+    emu.fault_next_connection(Fault.REFUSE_CONNECTION, count=1)
+    h = await start_pipeline(make_tts(standby_sockets=0))
+    try:
+        await h.up.wait_for(lambda: bool(h.errors()), timeout=5)
+        await h.speak_answer(ANSWERS[0])
+        await h.down.wait_for(lambda: stopped(h) >= 1, timeout=15)
+    finally:
+        await h.stop()
+    errors = h.errors()
+    assert len(errors) == 1
+    assert errors[0].category == ErrorCategory.CONNECTIVITY
+    assert "cannot connect to Gradium" in errors[0].error and "503" in errors[0].error
+    assert spoken_words(h) == ANSWERS[0].split()

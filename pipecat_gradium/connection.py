@@ -140,6 +140,7 @@ class ConnectionPool:
         self._draining: set[GradiumSocket] = set()
         self._background: set[asyncio.Task] = set()
         self._refill_task: asyncio.Task | None = None
+        self._refill_wake = asyncio.Event()
         self._stopped = False
         self.opened = 0
         self.handshakes_on_critical_path = 0
@@ -282,15 +283,31 @@ class ConnectionPool:
     def _schedule_refill(self) -> None:
         if self._stopped or self._standby_size == 0:
             return
+        self._refill_wake.set()
         if self._refill_task is None or self._refill_task.done():
             self._refill_task = self._owner.create_task(self._refill(), name="gradium-refill")
 
     async def _refill(self) -> None:
+        """Keep ``standby`` sockets open and young, for as long as the pool runs.
+
+        A standby socket is replaced before it reaches ``max_age_s``, so the answer after a
+        barge-in late in a long call still finds one it can use without a handshake.
+        """
         failures = 0
         while not self._stopped:
-            self._standby = [s for s in self._standby if s.is_open]
+            self._refill_wake.clear()
+            for sock in list(self._standby):
+                if not sock.is_open or sock.age >= self._max_age_s:
+                    self._standby.remove(sock)
+                    self.close_soon(sock)
             if len(self._standby) >= self._standby_size:
-                return
+                oldest = min(s.opened_at for s in self._standby)
+                expires_in = oldest + self._max_age_s - time.monotonic()
+                try:
+                    await asyncio.wait_for(self._refill_wake.wait(), max(expires_in, 0.001))
+                except TimeoutError:
+                    pass
+                continue
             try:
                 sock = await self._open()
             except Exception as e:

@@ -238,17 +238,25 @@ def _livekit_style(url: str) -> FrameProcessor:
 
 CLIENTS: tuple[ClientSpec, ...] = (
     ClientSpec("ours", "pipecat-gradium (defaults)", _ours()),
-    ClientSpec("ours_noflush", "pipecat-gradium, first-chunk flush off", _ours(flush_after_first_chunk=False)),
+    ClientSpec(
+        "ours_noflush",
+        "pipecat-gradium, first-chunk flush off",
+        _ours(flush_after_first_chunk=False),
+    ),
     ClientSpec("builtin", "Pipecat built-in, sentence (default)", _builtin(), baseline=True),
     ClientSpec(
         "builtin_token",
         "Pipecat built-in, token mode",
         _builtin(text_aggregation_mode=TextAggregationMode.TOKEN),
     ),
-    ClientSpec("livekit_style", "LiveKit-style (socket per answer, word per message)", _livekit_style),
+    ClientSpec(
+        "livekit_style", "LiveKit-style (socket per answer, word per message)", _livekit_style
+    ),
 )
 # The first-chunk size sweep (standard trace only).
 FIRST_CHUNK_SWEEP: tuple[ClientSpec, ...] = tuple(
-    ClientSpec(f"ours_fcw{n}", f"pipecat-gradium, first_chunk_words={n}", _ours(first_chunk_words=n))
+    ClientSpec(
+        f"ours_fcw{n}", f"pipecat-gradium, first_chunk_words={n}", _ours(first_chunk_words=n)
+    )
     for n in (1, 2, 4)
 )

@@ -300,8 +300,6 @@ async def run_barge_in(
     session = await Session.start(spec, emu.ws_url)
     results: list[BargeIn] = []
     try:
-        await session.speak(trace)  # warm-up
-        await asyncio.sleep(0.3)
         for _ in range(rounds):
             reached = asyncio.Event()
 
@@ -327,12 +325,19 @@ async def run_barge_in(
             # Stale: the interrupted answer's frames after the InterruptionFrame left the service.
             records = session.h.down.records
             idx = next(
-                (i for i in range(cut - 1, len(records)) if isinstance(records[i].frame, InterruptionFrame)),
+                (
+                    i
+                    for i in range(cut - 1, len(records))
+                    if isinstance(records[i].frame, InterruptionFrame)
+                ),
                 None,
             )
             if idx is None:
                 idx = next(
-                    i for i in range(len(records)) if records[i].at >= rnd.interrupt_at and isinstance(records[i].frame, InterruptionFrame)
+                    i
+                    for i in range(len(records))
+                    if records[i].at >= rnd.interrupt_at
+                    and isinstance(records[i].frame, InterruptionFrame)
                 )
             rnd.stale = [
                 type(r.frame).__name__
@@ -453,7 +458,8 @@ async def run_concurrency(
             await asyncio.gather(*(s.stop() for s in sessions), return_exceptions=True)
         stats = await emu.stats()
         client_late = [
-            lateness(s.audio_arrivals.get(a.context_id or "", [])) for s, a in zip(sessions, answers)
+            lateness(s.audio_arrivals.get(a.context_id or "", []))
+            for s, a in zip(sessions, answers)
         ]
         server_late = [lateness([tuple(c) for c in r["audio_chunks"]]) for r in stats["requests"]]
         ttfas = [a.ttfa for a in answers if a.ttfa is not None]

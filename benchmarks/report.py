@@ -67,7 +67,7 @@ ROWS: list[tuple[str, str, str]] = [
     ("ttfa_p95", "TTFA p95, standard trace", "ms"),
     *[(f"ttfa:{t.name}", f"TTFA median, {t.name}", "ms") for t in TRACES if t is not STANDARD],
     ("after_barge_in_ttfa", "TTFA of the answer after a barge-in (median)", "ms"),
-    ("after_barge_in_delta", "  minus steady-state TTFA", "ms"),
+    ("after_barge_in_delta", "  minus steady-state TTFA", "delta"),
     ("waste_cut", "Audio generated after barge-in, LLM cut at barge-in (s)", "s"),
     ("waste_whole", "Audio generated after barge-in, whole answer already sent (s)", "s"),
     ("unheard_cut", "Chars sent never heard, LLM cut at barge-in", "n"),
@@ -83,6 +83,8 @@ ROWS: list[tuple[str, str, str]] = [
 def _cell(v: Number, kind: str, base: Number) -> str:
     if v is None:
         return "n/a"
+    if kind == "delta":
+        return f"{v * 1000:+.0f} ms"
     if kind == "ms":
         text = f"{v * 1000:.0f}"
     elif kind == "s":
@@ -93,9 +95,7 @@ def _cell(v: Number, kind: str, base: Number) -> str:
         text = f"{v:.0f}"
     else:
         text = f"{v:.1f}" if v != int(v) else f"{v:.0f}"
-    if base and kind != "i" and v >= 0:
-        text += f" ({v / base:.2f}x)"
-    elif base and kind == "i":
+    if base:
         text += f" ({v / base:.2f}x)"
     return text
 
@@ -159,7 +159,9 @@ def render(results: dict[str, Any]) -> str:
     base_key = next(k for k in keys if clients[k]["baseline"])
     figs = {k: figures(clients[k]) for k in keys}
     lines: list[str] = []
-    lines.append("# pipecat-gradium benchmarks" + (" (QUICK smoke run)" if results["quick"] else ""))
+    lines.append(
+        "# pipecat-gradium benchmarks" + (" (QUICK smoke run)" if results["quick"] else "")
+    )
     lines.append("")
     lines.append(
         f"Latency model (emulator): handshake {lm['handshake_s'] * 1000:.0f} ms, setup "
@@ -229,15 +231,18 @@ def render(results: dict[str, Any]) -> str:
     )
     lines.append("")
     if results.get("sweep"):
-        lines.append("## First-chunk size (standard trace)")
+        sweep_trace = next(iter(next(iter(results["sweep"].values()))["series"]))
+        lines.append(f"## First-chunk size (trace: {sweep_trace})")
         lines.append("")
-        lines.append("| first_chunk_words | TTFA median | TTFA p95 | messages/answer | first messages |")
+        lines.append(
+            "| first_chunk_words | TTFA median | TTFA p95 | messages/answer | first messages |"
+        )
         lines.append("|---|---|---|---|---|")
         rows: list[tuple[str, dict[str, Any]]] = [
-            (k.removeprefix("ours_fcw"), v["series"][STANDARD.name])
+            (k.removeprefix("ours_fcw"), v["series"][sweep_trace])
             for k, v in results["sweep"].items()
         ]
-        rows.append(("3 (default)", clients["ours"]["series"][STANDARD.name]))
+        rows.append(("3 (default)", clients["ours"]["series"][sweep_trace]))
         rows.sort(key=lambda r: r[0])
         for n, s in rows:
             first = " · ".join(f"`{m!r}`" for m in s["first_messages"][:2])
@@ -247,7 +252,7 @@ def render(results: dict[str, Any]) -> str:
             )
         noflush = clients.get("ours_noflush")
         if noflush:
-            s = noflush["series"][STANDARD.name]
+            s = noflush["series"][sweep_trace]
             first = " · ".join(f"`{m!r}`" for m in s["first_messages"][:2])
             lines.append(
                 f"| 3, flush off | {_ms(s['ttfa_median_s'])} | {_ms(s['ttfa_p95_s'])} | "
@@ -264,7 +269,9 @@ def render(results: dict[str, Any]) -> str:
     lines.append("")
     lines.append("## Concurrency detail")
     lines.append("")
-    lines.append("| Client | N | sessions with gap | worst lateness | emulator worst lateness | TTFA median | client CPU use |")
+    lines.append(
+        "| Client | N | sessions with gap | worst lateness | emulator worst lateness | TTFA median | client CPU use |"
+    )
     lines.append("|---|---|---|---|---|---|---|")
     for k in keys:
         for row in clients[k].get("concurrency", {}).get("levels", []):

@@ -470,6 +470,8 @@ async def run_concurrency(
             "emulator_worst_lateness_s": max(server_late) if server_late else None,
             "ttfa_median_s": statistics.median(ttfas) if ttfas else None,
             "cpu_utilisation": cpu / wall if wall else None,
+            "audio_s": sum(a.audio_s for a in answers),
+            "cpu_per_audio_s": cpu / sum(a.audio_s for a in answers) if answers else None,
         }
         per_level.append(row)
         if row["sessions_with_gap"]:

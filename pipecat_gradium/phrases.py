@@ -122,7 +122,7 @@ class PhraseAggregator(BaseTextAggregator):
         self,
         *,
         chunking: ChunkMode | str = ChunkMode.PHRASE,
-        first_chunk_words: int = 3,
+        first_chunk_words: int = 2,
         max_chars: int = 80,
         language: str | None = None,
     ) -> None:

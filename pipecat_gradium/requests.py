@@ -5,7 +5,6 @@ sent and the words whose audio arrived, so a request whose socket died can be re
 fresh socket from the first word that was never spoken.
 """
 
-import asyncio
 import re
 import time
 from dataclasses import dataclass, field
@@ -37,7 +36,6 @@ class GradiumRequest:
         first_token_at: When the answer's first LLM token reached the service.
         first_audio_at: When its first audio arrived.
         last_token_at: When its latest LLM token reached the service.
-        activity: Set on every LLM token; the quiet-flush watchdog waits on it.
     """
 
     req_id: str
@@ -56,7 +54,6 @@ class GradiumRequest:
     first_token_at: float | None = None
     first_audio_at: float | None = None
     last_token_at: float | None = None
-    activity: asyncio.Event = field(default_factory=asyncio.Event)
     _resampler: soxr.ResampleStream | None = None
 
     def __post_init__(self) -> None:
@@ -82,7 +79,6 @@ class GradiumRequest:
         if self.first_token_at is None:
             self.first_token_at = now
         self.last_token_at = now
-        self.activity.set()
 
     def convert(self, pcm: bytes, *, last: bool = False) -> bytes:
         """Turn Gradium's PCM into the pipeline's rate (a no-op when they match).

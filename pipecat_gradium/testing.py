@@ -240,8 +240,13 @@ async def start_pipeline(
     run_task = asyncio.create_task(runner.run())
     harness = PipelineHarness(worker=worker, up=up, down=down, run_task=run_task)
 
+    seen_contexts: set[str | None] = set()
+
     def note_audio(frame: Frame) -> None:
-        if isinstance(frame, TTSAudioRawFrame):
+        # The first frame of a context not seen before is the next waiting answer's first
+        # audio; late frames of an earlier (e.g. interrupted) answer are not.
+        if isinstance(frame, TTSAudioRawFrame) and frame.context_id not in seen_contexts:
+            seen_contexts.add(frame.context_id)
             for timing in harness.answers:
                 if timing.first_audio_at is None and timing.first_token_at is not None:
                     timing.first_audio_at = time.monotonic()

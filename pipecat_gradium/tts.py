@@ -114,7 +114,7 @@ class GradiumStreamingTTSService(WebsocketTTSService):
         sample_rate: int | None = None,
         settings: Settings | None = None,
         chunking: ChunkMode | str = ChunkMode.PHRASE,
-        first_chunk_words: int = 3,
+        first_chunk_words: int = 2,
         max_chunk_chars: int = 80,
         flush_after_first_chunk: bool = True,
         quiet_flush_s: float = 0.6,
@@ -513,24 +513,27 @@ class GradiumStreamingTTSService(WebsocketTTSService):
 
         Pipecat closes an audio context after ``stop_frame_timeout_s`` without audio; an LLM
         pausing longer (a tool call) would otherwise split the answer's Started/Stopped frames.
+        A timer, not an event per token: it wakes at the next deadline only, so a fast token
+        stream costs nothing here.
         """
         keepalive_s = max(self._stop_frame_timeout_s / 2, 0.01)
-        flushed = False
+        flushed_for: float | None = None  # the last_token_at a quiet flush was sent for
+        next_keepalive = time.monotonic() + keepalive_s
         while not req.ended and req.req_id in self._requests:
-            timeout = keepalive_s
-            if not flushed and req.last_token_at is not None:
-                quiet_left = req.last_token_at + self._quiet_flush_s - time.monotonic()
-                if quiet_left <= 0:
-                    await self.queue_frame(_QuietFlushFrame(req_id=req.req_id))
-                    flushed = True
-                else:
-                    timeout = min(timeout, quiet_left)
-            req.activity.clear()
-            try:
-                await asyncio.wait_for(req.activity.wait(), timeout)
-                flushed = False
-            except TimeoutError:
+            now = time.monotonic()
+            if now >= next_keepalive:
                 self._refresh_audio_context(req.req_id)
+                next_keepalive = now + keepalive_s
+            wake = next_keepalive
+            last = req.last_token_at
+            if last is not None and flushed_for != last:
+                due = last + self._quiet_flush_s
+                if now >= due:
+                    await self.queue_frame(_QuietFlushFrame(req_id=req.req_id))
+                    flushed_for = last
+                else:
+                    wake = min(wake, due)
+            await asyncio.sleep(max(wake - time.monotonic(), 0.001))
 
     async def _quiet_flush(self, req_id: str) -> None:
         req = self._requests.get(req_id)

@@ -15,7 +15,11 @@ CLOSERS = set("\"'”’»)]}›」』）】〕〉》*_")
 
 
 def run(tokens, **kwargs):
-    """Feed tokens one by one; return (emitted chunks, flush text or None)."""
+    """Feed tokens one by one; return (emitted chunks, flush text or None).
+
+    The expected chunks below were written for a three-word first chunk.
+    """
+    kwargs.setdefault("first_chunk_words", 3)
     agg = PhraseAggregator(**kwargs)
     chunks = []
     for token in tokens:

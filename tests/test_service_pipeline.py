@@ -365,7 +365,7 @@ async def test_first_phrase_is_flushed_once_and_words_are_whole(emu: GradiumEmul
     finally:
         await h.stop()
     texts = emu.stats.requests[0].texts
-    assert texts[0] == "The forecast for <flush>"
+    assert texts[0] == "The forecast <flush>"
     assert sum(t.count("<flush>") for t in texts) == 1
     assert no_message_ends_inside_a_word(texts)
     assert spoken_words(h) == ["The", "forecast", "for", "tomorrow", "is", "sunny."]

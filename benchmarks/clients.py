@@ -8,6 +8,7 @@ the same Pipecat pipeline as the other clients.
 
 import asyncio
 import base64
+import inspect
 import json
 import re
 from collections.abc import AsyncGenerator, Callable
@@ -35,6 +36,12 @@ VOICE = "YTpq7expH9539ERJ"
 SAMPLE_RATE = 48000
 
 _WORD = re.compile(r"\s*(\S+)\s")
+
+
+#: The service's default first-chunk size, read from its signature so the sweep never repeats it.
+DEFAULT_FIRST_CHUNK_WORDS: int = (
+    inspect.signature(GradiumStreamingTTSService.__init__).parameters["first_chunk_words"].default
+)
 
 
 @dataclass
@@ -258,5 +265,6 @@ FIRST_CHUNK_SWEEP: tuple[ClientSpec, ...] = tuple(
     ClientSpec(
         f"ours_fcw{n}", f"pipecat-gradium, first_chunk_words={n}", _ours(first_chunk_words=n)
     )
-    for n in (1, 2, 4)
+    for n in (1, 2, 3, 4)
+    if n != DEFAULT_FIRST_CHUNK_WORDS
 )

@@ -3,6 +3,7 @@
 from pathlib import Path
 from typing import Any
 
+from .clients import DEFAULT_FIRST_CHUNK_WORDS
 from .traces import STANDARD, TRACES, Trace
 
 Number = float | int | None
@@ -251,7 +252,9 @@ def render(results: dict[str, Any]) -> str:
             (k.removeprefix("ours_fcw"), v["series"][sweep_trace])
             for k, v in results["sweep"].items()
         ]
-        rows.append(("3 (default)", clients["ours"]["series"][sweep_trace]))
+        rows.append(
+            (f"{DEFAULT_FIRST_CHUNK_WORDS} (default)", clients["ours"]["series"][sweep_trace])
+        )
         rows.sort(key=lambda r: r[0])
         for n, s in rows:
             first = " · ".join(f"`{m!r}`" for m in s["first_messages"][:2])
@@ -264,7 +267,7 @@ def render(results: dict[str, Any]) -> str:
             s = noflush["series"][sweep_trace]
             first = " · ".join(f"`{m!r}`" for m in s["first_messages"][:2])
             lines.append(
-                f"| 3, flush off | {_ms(s['ttfa_median_s'])} | {_ms(s['ttfa_p95_s'])} | "
+                f"| {DEFAULT_FIRST_CHUNK_WORDS}, flush off | {_ms(s['ttfa_median_s'])} | {_ms(s['ttfa_p95_s'])} | "
                 f"{s['messages_per_answer']:.1f} | {first} |"
             )
         lines.append("")

@@ -50,6 +50,7 @@ class GradiumSocket:
         requests: ``client_req_id`` of the requests open on this socket.
         retiring: Takes no new request; closes once ``requests`` is empty.
         closing: Closed on purpose; anything it still receives is dropped.
+        error_reported: An error about this socket already reached the app (no second one).
     """
 
     _ids = itertools.count(1)
@@ -66,6 +67,7 @@ class GradiumSocket:
         self.requests: set[str] = set()
         self.retiring = False
         self.closing = False
+        self.error_reported = False
         self.receive_task: asyncio.Task | None = None
 
     @property
@@ -112,6 +114,8 @@ class ConnectionPool:
         standby: int = 2,
         max_age_s: float = 240.0,
         refill_backoff_s: float = 1.0,
+        healthy_age_s: float = 5.0,
+        max_quick_deaths: int = 5,
     ):
         """Create an empty pool; :meth:`start` opens its sockets.
 
@@ -124,7 +128,12 @@ class ConnectionPool:
             standby: Sockets kept open in advance; 0 turns standby off (each barge-in then pays
                 a handshake).
             max_age_s: Age after which a socket takes no new request.
-            refill_backoff_s: Wait before retrying a failed standby connection.
+            refill_backoff_s: Wait before retrying a failed standby connection; doubles with
+                every idle socket the server closes young.
+            healthy_age_s: An idle socket closed by the server younger than this counts as a
+                failure, so a server that drops idle sockets at once cannot cause a storm.
+            max_quick_deaths: After this many such closes in a row, standby refills pause until
+                a socket serves a request.
         """
         if standby < 0:
             raise ValueError("standby must be >= 0")
@@ -135,6 +144,9 @@ class ConnectionPool:
         self._standby_size = standby
         self._max_age_s = max_age_s
         self._refill_backoff_s = refill_backoff_s
+        self._healthy_age_s = healthy_age_s
+        self._max_quick_deaths = max_quick_deaths
+        self._quick_deaths = 0
         self._active: dict[bool, GradiumSocket] = {}
         self._standby: list[GradiumSocket] = []
         self._draining: set[GradiumSocket] = set()
@@ -210,6 +222,8 @@ class ConnectionPool:
             req_id: The request's ``client_req_id``.
         """
         sock.requests.discard(req_id)
+        # A socket that carried a request to its end is proof the server keeps sockets.
+        self._quick_deaths = 0
         if sock.retiring and not sock.requests:
             self.close_soon(sock)
 
@@ -308,6 +322,14 @@ class ConnectionPool:
                 except TimeoutError:
                     pass
                 continue
+            if self._quick_deaths >= self._max_quick_deaths:
+                logger.warning(
+                    f"Gradium: the server closed {self._quick_deaths} idle sockets in a row "
+                    "soon after opening them; standby sockets paused until one serves a request"
+                )
+                return
+            if self._quick_deaths:
+                await asyncio.sleep(self._refill_backoff_s * 2 ** (self._quick_deaths - 1))
             try:
                 sock = await self._open()
             except Exception as e:
@@ -350,7 +372,12 @@ class ConnectionPool:
         sock.closing = True
         self._schedule_refill()
         if was_idle:
-            # An idle standby or active socket timing out is routine: replace it silently.
+            # An idle socket timing out is routine: replace it silently, but back off when the
+            # server drops them young, or a refill loop would hammer it.
+            if sock.age < self._healthy_age_s:
+                self._quick_deaths += 1
+            else:
+                self._quick_deaths = 0
             logger.debug(f"Gradium: idle {sock} {reason}; replacing it")
             return
         await self._on_lost(sock, reason)

@@ -20,11 +20,16 @@ class GradiumRequest:
     """One Gradium request, identified on the wire by ``client_req_id`` (= Pipecat context id).
 
     Attributes:
-        req_id: The ``client_req_id``; also the Pipecat audio context id.
+        req_id: The ``client_req_id`` on the wire: the context id, then ``<context id>#2``,
+            ``#3``... for continuations on a new socket after one was lost mid-answer.
+        context_id: The Pipecat audio context the request's audio and words go to.
         socket: The socket the request was set up on.
         interruptible: Whether a barge-in drops it.
         gradium_rate: The rate Gradium sends.
         output_rate: The rate the pipeline plays.
+        attempt: 1 for the first request of the answer, 2 for its first continuation...
+        time_offset_s: Audio of this answer delivered by earlier attempts: added to word times,
+            which Gradium counts from the start of each request's audio.
         texts: Every ``text`` message sent, verbatim (tags included).
         words: ``(word, start_s, stop_s)`` of every word whose timing arrived.
         audio_s: Seconds of audio received.
@@ -39,10 +44,13 @@ class GradiumRequest:
     """
 
     req_id: str
+    context_id: str
     socket: GradiumSocket
     interruptible: bool
     gradium_rate: int
     output_rate: int
+    attempt: int = 1
+    time_offset_s: float = 0.0
     texts: list[str] = field(default_factory=list)
     words: list[tuple[str, float, float]] = field(default_factory=list)
     audio_s: float = 0.0
@@ -97,11 +105,16 @@ class GradiumRequest:
         return self._resampler.resample_chunk(samples, last=last).tobytes()
 
     def unspoken_text(self) -> str:
-        """The text sent whose words have not been timed yet (tags removed).
+        """The text sent whose words were never timed, spacing kept and tags removed.
 
         Returns:
-            The remainder after the words already spoken, for re-sending on another socket.
+            What a continuation on a fresh socket re-sends: the source words after the last one
+            Gradium reported speaking, with the whitespace that followed them.
         """
-        plain = re.sub(r"<[^>]*>", "", self.sent_text)
-        tokens = plain.split()
-        return " ".join(tokens[len(self.words) :])
+        plain = _TAG.sub("", self.sent_text)
+        words = _WORD.findall(plain)
+        return "".join(words[len(self.words) :])
+
+
+_TAG = re.compile(r"<[^>]*>")
+_WORD = re.compile(r"\S+\s*")

@@ -54,6 +54,10 @@ DEFAULT_URL = "wss://api.gradium.ai/api/speech/tts"
 DEFAULT_VOICE = "YTpq7expH9539ERJ"
 #: Languages Gradium speaks; ``language`` maps onto its text normalisation (``rewrite_rules``).
 GRADIUM_LANGUAGES = ("en", "fr", "de", "es", "pt")
+#: Requests per answer: the first, and continuations after a socket died mid-answer.
+MAX_ATTEMPTS = 3
+#: Answers in a row that could not connect before the service declares itself unusable.
+MAX_CONNECT_FAILURES = 3
 
 
 @dataclass
@@ -203,6 +207,8 @@ class GradiumStreamingTTSService(WebsocketTTSService):
         self._output_format = "pcm_48000"
         self._gradium_rate = 48000
         self._auth_failed = False
+        self._connect_failures = 0
+        self._unreachable_context: str | None = None
         self._watchdog: asyncio.Task | None = None
         #: The latest answer's time from its first LLM token to its first audio, in seconds.
         self.last_time_to_first_audio_s: float | None = None
@@ -332,7 +338,9 @@ class GradiumStreamingTTSService(WebsocketTTSService):
             context_id: The new turn's context id (used as ``client_req_id``).
         """
         req = await self._open_request(context_id)
-        if req and req.interruptible and context_id == self._turn_context_id:
+        # Only LLM answers get the quiet-flush watchdog: a TTSSpeakFrame (which registers its
+        # context first) is all text at once and must not replace the answer's watchdog.
+        if req and context_id not in self._tts_contexts:
             await self._start_watchdog(req)
 
     async def run_tts(self, text: str, context_id: str) -> AsyncGenerator[Frame | None, None]:
@@ -382,7 +390,7 @@ class GradiumStreamingTTSService(WebsocketTTSService):
             self._watchdog = None
         generating = {r.socket for r in doomed if r.generating}
         for req in doomed:
-            self._requests.pop(req.req_id, None)
+            self._requests.pop(req.context_id, None)
             if req.socket in generating:
                 continue
             # Nothing is being generated for it: end it politely; the socket stays.
@@ -423,38 +431,67 @@ class GradiumStreamingTTSService(WebsocketTTSService):
             temp=_given(s.temp),
             cfg_coef=_given(s.cfg_coef),
             padding_bonus=_given(s.padding_bonus),
-            rewrite_rules=_given(s.rewrite_rules) or _given(s.language),
+            rewrite_rules=_given(s.rewrite_rules) or self._rewrite_language(),
         )
 
-    async def _open_request(self, context_id: str) -> GradiumRequest | None:
-        """Send a request's setup on the socket its kind goes on."""
+    def _rewrite_language(self) -> str | None:
+        language = _given(self._settings.language)
+        return language if language in GRADIUM_LANGUAGES else None
+
+    async def _open_request(
+        self, context_id: str, *, resume: GradiumRequest | None = None
+    ) -> GradiumRequest | None:
+        """Send a request's setup on the socket its kind goes on.
+
+        Args:
+            context_id: The Pipecat context the request speaks for.
+            resume: A request of this context whose socket died: the new one continues it.
+
+        Returns:
+            The open request, or None when none can be opened (the reason is reported).
+        """
         if self._pool is None or self._pool.stopped or self._auth_failed or not self.is_usable:
             return None
         current = self._requests.get(context_id)
-        if current and not current.ended:
+        if current and not resume and not current.ended:
             # A new response start inside an open turn continues the same answer.
             return current
-        if current:
+        if current and not resume:
             # Ended but still playing: its audio keeps routing until end_of_stream.
             logger.debug(f"{self}: context {context_id} reopened after it ended")
             return None
-        context = self._tts_contexts.get(context_id)
-        interruptible = context.interruptible if context else True
+        if context_id == self._unreachable_context:
+            return None  # one connection attempt (and one error) per answer is enough
+        if resume:
+            interruptible = resume.interruptible
+        else:
+            context = self._tts_contexts.get(context_id)
+            interruptible = context.interruptible if context else True
         try:
             sock = await self._pool.acquire(interruptible=interruptible)
         except Exception as e:
+            self._unreachable_context = context_id
             await self._report_connect_failure(e)
             return None
+        self._connect_failures = 0
+        attempt = resume.attempt + 1 if resume else 1
         req = GradiumRequest(
-            req_id=context_id,
+            req_id=context_id if attempt == 1 else f"{context_id}#{attempt}",
+            context_id=context_id,
             socket=sock,
             interruptible=interruptible,
             gradium_rate=self._gradium_rate,
             output_rate=self.sample_rate,
+            attempt=attempt,
         )
+        if resume:
+            req.time_offset_s = resume.time_offset_s + resume.audio_s
+            req.first_token_at = resume.first_token_at
+            req.last_token_at = resume.last_token_at
+            req.first_audio_at = resume.first_audio_at
         s = self._settings
         msg = setup_message(
-            client_req_id=context_id,
+            client_req_id=req.req_id,
             voice_id=str(s.voice),
             output_format=self._output_format,
             model_name=_given(s.model) or "default",
@@ -463,7 +500,7 @@ class GradiumStreamingTTSService(WebsocketTTSService):
         )
         if not await self._send(req, msg):
             return None
-        sock.requests.add(context_id)
+        sock.requests.add(req.req_id)
         self._requests[context_id] = req
         return req
 
@@ -474,14 +511,21 @@ class GradiumStreamingTTSService(WebsocketTTSService):
             if not text.strip():
                 return
         wire = text
-        first = not req.has_text
-        if first and self._flush_after_first_chunk and text[-1:].isspace():
+        if not req.has_text and self._flush_after_first_chunk and text[-1:].isspace():
             wire = text + FLUSH_TAG
-        if await self._send(req, text_message(wire, req.req_id)):
-            req.texts.append(wire)
+        sent = await self._send(req, text_message(wire, req.req_id))
+        # Kept even when the socket was gone: a continuation re-sends what was never spoken.
+        req.texts.append(wire)
+        if sent:
             req.has_text = True
             req.unflushed = not wire.endswith(FLUSH_TAG)
             await self.start_tts_usage_metrics(text)
+            return
+        newer = self._requests.get(req.context_id)
+        if newer is not None and newer is not req:
+            # The continuation was opened while this send failed: the text goes there.
+            req.texts.pop()
+            await self._send_text(newer, text)
 
     async def _end_request(self, req: GradiumRequest, *, forget: bool = False) -> None:
         if not req.ended:
@@ -500,11 +544,12 @@ class GradiumStreamingTTSService(WebsocketTTSService):
             return False
 
     async def _finish_request(self, req: GradiumRequest) -> None:
-        self._requests.pop(req.req_id, None)
+        if self._requests.get(req.context_id) is req:
+            del self._requests[req.context_id]
         if self._pool:
             self._pool.release(req.socket, req.req_id)
-        if self.audio_context_available(req.req_id):
-            await self.remove_audio_context(req.req_id)
+        if self.audio_context_available(req.context_id):
+            await self.remove_audio_context(req.context_id)
 
     # ------------------------------------------------------------------ quiet LLM
 
@@ -524,10 +569,10 @@ class GradiumStreamingTTSService(WebsocketTTSService):
         keepalive_s = max(self._stop_frame_timeout_s / 2, 0.01)
         flushed_for: float | None = None  # the last_token_at a quiet flush was sent for
         next_keepalive = time.monotonic() + keepalive_s
-        while not req.ended and req.req_id in self._requests:
+        while not req.ended and self._requests.get(req.context_id) is req:
             now = time.monotonic()
             if now >= next_keepalive:
-                self._refresh_audio_context(req.req_id)
+                self._refresh_audio_context(req.context_id)
                 next_keepalive = now + keepalive_s
             wake = next_keepalive
             last = req.last_token_at
@@ -561,14 +606,17 @@ class GradiumStreamingTTSService(WebsocketTTSService):
         if isinstance(msg, ServerError) and msg.client_req_id is None:
             await self._on_socket_error(sock, msg)
             return
-        req = self._requests.get(msg.client_req_id or "")
-        if req is None or req.socket is not sock:
-            return  # an interrupted or unknown request: drop
+        wire_id = msg.client_req_id or ""
+        req = self._requests.get(wire_id.partition("#")[0])
+        if req is None or req.req_id != wire_id or req.socket is not sock:
+            return  # an interrupted, replaced or unknown request: drop
         if isinstance(msg, Audio):
             await self._on_audio(req, msg)
         elif isinstance(msg, Word):
             req.words.append((msg.text, msg.start_s, msg.stop_s))
-            await self.add_word_timestamps([(msg.text, msg.start_s)], req.req_id)
+            await self.add_word_timestamps(
+                [(msg.text, msg.start_s + req.time_offset_s)], req.context_id
+            )
         elif isinstance(msg, EndOfStream):
             req.done = True
             tail = req.convert(b"", last=True)
@@ -599,8 +647,8 @@ class GradiumStreamingTTSService(WebsocketTTSService):
             await self._push_audio(req, pcm)
 
     async def _push_audio(self, req: GradiumRequest, pcm: bytes) -> None:
-        frame = TTSAudioRawFrame(pcm, self.sample_rate, 1, context_id=req.req_id)
-        await self.append_to_audio_context(req.req_id, frame)
+        frame = TTSAudioRawFrame(pcm, self.sample_rate, 1, context_id=req.context_id)
+        await self.append_to_audio_context(req.context_id, frame)
 
     # ------------------------------------------------------------------ faults
 
@@ -608,34 +656,79 @@ class GradiumStreamingTTSService(WebsocketTTSService):
         if msg.is_auth:
             await self._fail_auth(msg.message)
             return
+        sock.error_reported = True
         await self.push_error(
             error_msg=f"{self}: Gradium error on {sock}: {msg.message} (code {msg.code})",
             category=ErrorCategory.SERVER,
         )
 
     async def _on_socket_lost(self, sock: GradiumSocket, reason: str) -> None:
+        """A socket died under its requests: continue each answer still playing on a new one.
+
+        The continuation re-sends the text whose words Gradium never reported speaking, into the
+        same audio context, so the answer keeps one Started/Stopped pair and loses no words.
+        """
         lost = [r for r in self._requests.values() if r.socket is sock]
-        if self._auth_failed or not lost:
+        if not lost:
             return
-        await self.push_error(
-            error_msg=(
-                f"{self}: Gradium socket {reason} during {len(lost)} request(s); the next "
-                "answer uses a new socket"
-            ),
-            category=ErrorCategory.CONNECTIVITY,
-        )
+        resumable = [
+            r
+            for r in lost
+            if not self._auth_failed
+            and r.attempt < MAX_ATTEMPTS
+            and self.audio_context_available(r.context_id)
+        ]
+        if not sock.error_reported and not self._auth_failed:
+            action = (
+                f"re-sending what was not spoken on a new socket ({len(resumable)} request(s))"
+                if resumable
+                else "those answers are cut short"
+            )
+            await self.push_error(
+                error_msg=f"{self}: Gradium socket {reason} during {len(lost)} request(s); {action}",
+                category=ErrorCategory.CONNECTIVITY,
+            )
         for req in lost:
+            if req in resumable and await self._resume(req):
+                continue
             req.done = True
             await self._finish_request(req)
+
+    async def _resume(self, old: GradiumRequest) -> bool:
+        # ``old`` stays registered until the continuation is set up: text sent to it meanwhile
+        # fails, is kept in ``old.texts``, and is part of what is re-sent below.
+        new = await self._open_request(old.context_id, resume=old)
+        if new is None:
+            return False
+        logger.info(f"{self}: continuing {old.req_id} as {new.req_id} on {new.socket}")
+        if self._pool:
+            self._pool.release(old.socket, old.req_id)
+        unspoken = old.unspoken_text()
+        if unspoken.strip():
+            await self._send_text(new, unspoken)
+        if old.ended:
+            await self._end_request(new)
+        elif old.context_id == self._turn_context_id and old.context_id not in self._tts_contexts:
+            await self._start_watchdog(new)
+        return True
 
     async def _report_connect_failure(self, e: Exception) -> None:
         if isinstance(e, InvalidStatus) and e.response.status_code in (401, 403):
             await self._fail_auth(f"HTTP {e.response.status_code}")
             return
+        self._connect_failures += 1
+        give_up = self._connect_failures >= MAX_CONNECT_FAILURES
+        tail = (
+            f"; giving up after {self._connect_failures} answers in a row"
+            if give_up
+            else "; retrying at the next answer"
+        )
         await self.push_error(
-            error_msg=f"{self}: cannot connect to Gradium at {self._url}: {e}",
+            error_msg=f"{self}: cannot connect to Gradium at {self._url}: {e}{tail}",
             exception=e,
             category=ErrorCategory.CONNECTIVITY,
+            # Unusable now, so Pipecat's ServiceSwitcher can fail over.
+            force_treat_as_permanent=give_up,
         )
         await self._call_event_handler("on_connection_error", str(e))
 

@@ -475,3 +475,98 @@ async def test_connection_refused_at_start_is_reported_and_next_answer_connects(
     assert errors[0].category == ErrorCategory.CONNECTIVITY
     assert "cannot connect to Gradium" in errors[0].error and "503" in errors[0].error
     assert spoken_words(h) == ANSWERS[0].split()
+
+
+async def test_socket_reset_mid_answer_continues_the_answer_on_a_new_socket(
+    emu: GradiumEmulator, make_tts
+):
+    """The LLM is still streaming when the socket dies: no word is lost or repeated."""
+    emu.fault_next_connection(Fault.RESET_MID_ANSWER)
+    h = await start_pipeline(make_tts())
+    try:
+        await h.speak_answer(LONG, tokens_per_s=60)
+        await h.down.wait_for(lambda: stopped(h) >= 1, timeout=20)
+    finally:
+        await h.stop()
+    first, second = emu.stats.requests
+    assert emu.stats.connections[first.connection_id - 1].closed_by == "reset"
+    assert second.client_req_id == f"{first.client_req_id}#2"
+    assert second.connection_id != first.connection_id and second.finished
+    # What the second request got is exactly what the first never spoke, then the rest.
+    heard = len(first.words)
+    assert 0 < heard < len(LONG.split())
+    assert TAG.sub("", second.text).split() == LONG.split()[heard:]
+    assert spoken_words(h) == LONG.split()
+    assert len(h.down.frames(TTSStartedFrame)) == 1 and stopped(h) == 1
+    assert {f.context_id for f in h.audio_frames()} == {first.client_req_id}
+    errors = h.errors()
+    assert len(errors) == 1 and errors[0].category == ErrorCategory.CONNECTIVITY
+    assert "re-sending" in errors[0].error
+
+
+async def test_server_dropping_idle_sockets_causes_no_reconnect_storm(make_tts):
+    async with GradiumEmulator(
+        api_key="test-key", latency=FAST, idle_timeout_s=0.001, faults=[Fault.IDLE_TIMEOUT]
+    ) as emulator:
+        h = await start_pipeline(make_tts(url=emulator.ws_url))
+        try:
+            await emulator.stats.wait_for(
+                lambda s: sum(c.closed_by == "server" for c in s.connections) >= 3, timeout=5
+            )
+            # The scenario is the passage of time: how many sockets does a second cost?
+            await asyncio.sleep(1.0)
+            opened = len(emulator.stats.connections)
+        finally:
+            await h.stop()
+        assert opened <= 5
+        assert not h.errors()
+
+
+async def test_persistently_unreachable_gradium_gives_up_after_three_answers(make_tts):
+    async with GradiumEmulator(
+        api_key="test-key", latency=FAST, faults=[Fault.REFUSE_CONNECTION]
+    ) as emulator:
+        tts = make_tts(url=emulator.ws_url)
+        h = await start_pipeline(tts)
+        try:
+            for _ in range(3):
+                await h.speak_answer(ANSWERS[0])
+            await h.up.wait_for(lambda: len(h.errors()) >= 3, timeout=10)
+        finally:
+            await h.stop()
+        errors = h.errors()
+        # The start and the first two answers: one attempt and one error each, then unusable.
+        assert len(errors) == 3
+        assert all(e.category == ErrorCategory.CONNECTIVITY for e in errors)
+        assert "giving up" in errors[-1].error and not tts.is_usable
+        assert len(emulator.stats.connections) == 3
+
+
+async def test_speak_frame_during_llm_pause_keeps_the_answer_whole(emu: GradiumEmulator, make_tts):
+    h = await start_pipeline(make_tts(stop_frame_timeout_s=0.4, quiet_flush_s=0.15))
+    try:
+        await h.speak_answer("Let me check the weather for you. ", end=False)
+        await h.send(TTSSpeakFrame("One moment."))
+        await asyncio.sleep(0.8)  # the tool call: longer than the audio-context timeout
+        await h.speak_answer("", tokens=["It", " is", " sunny", "."], start=False)
+        await h.down.wait_for(lambda: stopped(h) >= 2, timeout=10)
+    finally:
+        await h.stop()
+    answer, speak = emu.stats.requests[0], emu.stats.requests[1]
+    assert len(h.down.frames(TTSStartedFrame)) == 2
+    words = spoken_words(h, answer.client_req_id)
+    assert words == "Let me check the weather for you. It is sunny.".split()
+    assert spoken_words(h, speak.client_req_id) == ["One", "moment."]
+
+
+async def test_language_gradium_lacks_is_not_sent(emu: GradiumEmulator, make_tts):
+    from pipecat.transcriptions.language import Language
+
+    settings = GradiumStreamingTTSService.Settings(language=Language.JA)
+    h = await start_pipeline(make_tts(settings=settings))
+    try:
+        await h.speak_answer(ANSWERS[0])
+        await h.down.wait_for(lambda: stopped(h) >= 1, timeout=15)
+    finally:
+        await h.stop()
+    assert "json_config" not in emu.stats.requests[0].setup

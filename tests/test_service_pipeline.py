@@ -19,7 +19,7 @@ from pipecat.frames.frames import (
 from pipecat.utils.errors import ErrorCategory
 
 from pipecat_gradium import GradiumStreamingTTSService
-from pipecat_gradium.emulator import Fault, GradiumEmulator
+from pipecat_gradium.emulator import Fault, GradiumEmulator, LatencyModel
 from pipecat_gradium.testing import PipelineHarness, start_pipeline
 
 from .conftest import FAST
@@ -570,3 +570,72 @@ async def test_language_gradium_lacks_is_not_sent(emu: GradiumEmulator, make_tts
     finally:
         await h.stop()
     assert "json_config" not in emu.stats.requests[0].setup
+
+
+async def test_barge_in_on_the_nth_audio_frame_with_audio_in_flight(make_tts):
+    """Interrupted from the recorder at the 5th audio frame while Gradium is still sending."""
+    latency = LatencyModel(handshake_s=0.0, setup_s=0.005, model_delay_s=0.01, speed=4.0)
+    async with GradiumEmulator(api_key="test-key", latency=latency) as emulator:
+        h = await start_pipeline(make_tts(url=emulator.ws_url))
+        interrupted = asyncio.Event()
+
+        def on_frame(frame) -> None:
+            if isinstance(frame, TTSAudioRawFrame) and len(h.audio_frames()) == 5:
+                interrupted.set()
+
+        h.down.on_frame = on_frame
+        try:
+            await h.speak_answer(LONG)
+            await asyncio.wait_for(interrupted.wait(), 10)
+            await h.send(InterruptionFrame())
+            await h.down.wait_for(lambda: bool(h.down.frames(InterruptionFrame)), timeout=5)
+            cut = len(h.down.records)
+            first = emulator.stats.requests[0]
+            await emulator.stats.wait_for(
+                lambda s: s.connections[first.connection_id - 1].closed_by is not None, 5
+            )
+            await h.speak_answer(ANSWERS[1])
+            await h.down.wait_for(lambda: stopped(h) >= 1, timeout=15)
+        finally:
+            await h.stop()
+        stale = [
+            r.frame
+            for r in h.down.records[cut:]
+            if isinstance(r.frame, (TTSAudioRawFrame, TTSTextFrame))
+            and r.frame.context_id == first.client_req_id
+        ]
+        assert stale == []
+        assert emulator.stats.connections[first.connection_id - 1].closed_by == "client"
+        assert not first.finished and first.audio_after_client_gone_s == 0
+        assert spoken_words(h, emulator.stats.requests[-1].client_req_id) == ANSWERS[1].split()
+
+
+async def test_backchannel_survives_a_barge_in_that_closes_the_answer_socket(
+    emu: GradiumEmulator, make_tts
+):
+    h = await start_pipeline(make_tts())
+    try:
+        hold = emu.hold_after_chunks(2)
+        backchannel = TTSSpeakFrame("Mm-hmm, I am still listening to you.")
+        backchannel.interruptible = False
+        await h.send(backchannel)
+        await asyncio.wait_for(hold.reached.wait(), 10)
+        answer_hold = emu.hold_after_chunks(2)
+        await h.speak_answer(LONG)
+        await asyncio.wait_for(answer_hold.reached.wait(), 10)
+        await h.send(InterruptionFrame())
+        await h.down.wait_for(lambda: bool(h.down.frames(InterruptionFrame)), timeout=5)
+        bc, answer = emu.stats.requests
+        await emu.stats.wait_for(
+            lambda s: s.connections[answer.connection_id - 1].closed_by is not None, 5
+        )
+        hold.release()
+        answer_hold.release()
+        await h.down.wait_for(lambda: stopped(h) >= 1, timeout=15)
+    finally:
+        await h.stop()
+    assert bc.connection_id != answer.connection_id
+    assert emu.stats.connections[answer.connection_id - 1].closed_by == "client"
+    assert bc.finished
+    assert spoken_words(h, bc.client_req_id) == "Mm-hmm, I am still listening to you.".split()
+    assert spoken_words(h, answer.client_req_id) == []

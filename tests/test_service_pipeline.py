@@ -50,6 +50,16 @@ def spoken_words(h: PipelineHarness, context_id: str | None = None) -> list[str]
     ]
 
 
+def stale_frames(h: PipelineHarness, cut: int, context_id: str | None) -> list:
+    """Audio and word frames of ``context_id`` recorded after position ``cut``."""
+    return [
+        r.frame
+        for r in h.down.records[cut:]
+        if isinstance(r.frame, (TTSAudioRawFrame, TTSTextFrame))
+        and r.frame.context_id == context_id
+    ]
+
+
 def no_message_ends_inside_a_word(texts: list[str]) -> bool:
     # Every message but the last of a request ends at whitespace or with a tag.
     return all(t[-1:].isspace() or t.endswith(">") for t in texts[:-1])
@@ -131,13 +141,7 @@ async def test_barge_in_mid_audio_drops_answer_and_closes_its_socket(
     assert first.audio_s < 1.0
     assert first.audio_after_client_gone_s == 0
     assert not first.finished
-    stale = [
-        r.frame
-        for r in h.down.records[cut:]
-        if isinstance(r.frame, (TTSAudioRawFrame, TTSTextFrame))
-        and r.frame.context_id == first.client_req_id
-    ]
-    assert stale == []
+    assert stale_frames(h, cut, first.client_req_id) == []
     second = emu.stats.requests[-1]
     assert second.connection_id != first.connection_id
     assert emu.stats.connections[second.connection_id - 1].opened_at < interrupted_at
@@ -598,13 +602,7 @@ async def test_barge_in_on_the_nth_audio_frame_with_audio_in_flight(make_tts):
             await h.down.wait_for(lambda: stopped(h) >= 1, timeout=15)
         finally:
             await h.stop()
-        stale = [
-            r.frame
-            for r in h.down.records[cut:]
-            if isinstance(r.frame, (TTSAudioRawFrame, TTSTextFrame))
-            and r.frame.context_id == first.client_req_id
-        ]
-        assert stale == []
+        assert stale_frames(h, cut, first.client_req_id) == []
         assert emulator.stats.connections[first.connection_id - 1].closed_by == "client"
         assert not first.finished and first.audio_after_client_gone_s == 0
         assert spoken_words(h, emulator.stats.requests[-1].client_req_id) == ANSWERS[1].split()

@@ -11,8 +11,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import soxr
+from loguru import logger
+from websockets.exceptions import ConnectionClosed
 
 from pipecat_gradium.connection import GradiumSocket
+from pipecat_gradium.protocol import FLUSH_TAG, end_of_stream_message, text_message
 
 
 @dataclass
@@ -103,6 +106,62 @@ class GradiumRequest:
             return pcm
         samples = np.frombuffer(pcm, dtype=np.int16)
         return self._resampler.resample_chunk(samples, last=last).tobytes()
+
+    async def send(self, message: str) -> bool:
+        """Send one frame on the request's socket.
+
+        Args:
+            message: The JSON frame.
+
+        Returns:
+            Whether it was sent; a closed socket is reported by its receive task, not here.
+        """
+        try:
+            await self.socket.send(message)
+            return True
+        except ConnectionClosed as e:
+            logger.warning(f"Gradium: {self.socket} closed, request {self.req_id} not sent: {e}")
+            return False
+
+    async def send_text(self, text: str, *, flush_first: bool) -> str | None:
+        """Send a phrase; the first one loses its leading separator and may carry a flush.
+
+        The text is recorded even when the socket is gone, so a continuation re-sends it.
+
+        Args:
+            text: The phrase, with its trailing separator.
+            flush_first: Whether the request's first phrase gets a ``<flush>``.
+
+        Returns:
+            The text as sent (for usage metrics), or None if nothing was sent.
+        """
+        if not self.has_text:
+            # The separator before the first phrase means nothing to Gradium.
+            text = text.lstrip()
+            if not text.strip():
+                return None
+        wire = text
+        if not self.has_text and flush_first and text[-1:].isspace():
+            wire = text + FLUSH_TAG
+        sent = await self.send(text_message(wire, self.req_id))
+        self.texts.append(wire)
+        if not sent:
+            return None
+        self.has_text = True
+        self.unflushed = not wire.endswith(FLUSH_TAG)
+        return text
+
+    async def flush(self) -> None:
+        """Send ``<flush>`` if text went out since the last one."""
+        if self.unflushed and await self.send(text_message(FLUSH_TAG, self.req_id)):
+            self.texts.append(FLUSH_TAG)
+            self.unflushed = False
+
+    async def end(self) -> None:
+        """Send ``end_of_stream`` once: no more text for this request."""
+        if not self.ended:
+            self.ended = True
+            await self.send(end_of_stream_message(self.req_id))
 
     def unspoken_text(self) -> str:
         """The text sent whose words were never timed, spacing kept and tags removed.

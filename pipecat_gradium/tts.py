@@ -30,12 +30,11 @@ from pipecat.utils.errors import ErrorCategory
 from pipecat.utils.text.base_text_aggregator import Aggregation, TextType
 from pipecat.utils.types import NOT_GIVEN, NotGiven, is_given
 from websockets.asyncio.client import ClientConnection
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.exceptions import InvalidStatus
 
 from pipecat_gradium.connection import ConnectionPool, GradiumSocket
 from pipecat_gradium.phrases import ChunkMode, PhraseAggregator
 from pipecat_gradium.protocol import (
-    FLUSH_TAG,
     Audio,
     EndOfStream,
     Ready,
@@ -43,10 +42,8 @@ from pipecat_gradium.protocol import (
     ServerMessage,
     Word,
     build_json_config,
-    end_of_stream_message,
     output_format_for_rate,
     setup_message,
-    text_message,
 )
 from pipecat_gradium.requests import GradiumRequest
 
@@ -498,50 +495,27 @@ class GradiumStreamingTTSService(WebsocketTTSService):
             json_config=self._json_config(),
             pronunciation_id=_given(s.pronunciation_id),
         )
-        if not await self._send(req, msg):
+        if not await req.send(msg):
             return None
         sock.requests.add(req.req_id)
         self._requests[context_id] = req
         return req
 
     async def _send_text(self, req: GradiumRequest, text: str) -> None:
-        if not req.has_text:
-            # The separator before the first phrase means nothing to Gradium.
-            text = text.lstrip()
-            if not text.strip():
-                return
-        wire = text
-        if not req.has_text and self._flush_after_first_chunk and text[-1:].isspace():
-            wire = text + FLUSH_TAG
-        sent = await self._send(req, text_message(wire, req.req_id))
-        # Kept even when the socket was gone: a continuation re-sends what was never spoken.
-        req.texts.append(wire)
-        if sent:
-            req.has_text = True
-            req.unflushed = not wire.endswith(FLUSH_TAG)
-            await self.start_tts_usage_metrics(text)
+        sent = await req.send_text(text, flush_first=self._flush_after_first_chunk)
+        if sent is not None:
+            await self.start_tts_usage_metrics(sent)
             return
         newer = self._requests.get(req.context_id)
-        if newer is not None and newer is not req:
+        if newer is not None and newer is not req and req.texts:
             # The continuation was opened while this send failed: the text goes there.
             req.texts.pop()
             await self._send_text(newer, text)
 
     async def _end_request(self, req: GradiumRequest, *, forget: bool = False) -> None:
-        if not req.ended:
-            req.ended = True
-            await self._send(req, end_of_stream_message(req.req_id))
+        await req.end()
         if forget and self._pool:
             self._pool.release(req.socket, req.req_id)
-
-    async def _send(self, req: GradiumRequest, message: str) -> bool:
-        try:
-            await req.socket.send(message)
-            return True
-        except ConnectionClosed as e:
-            # The receive task reports the loss; say here what was not sent.
-            logger.warning(f"{self}: {req.socket} closed, request {req.req_id} not sent: {e}")
-            return False
 
     async def _finish_request(self, req: GradiumRequest) -> None:
         if self._requests.get(req.context_id) is req:
@@ -596,9 +570,7 @@ class GradiumStreamingTTSService(WebsocketTTSService):
             )
         if req.unflushed:
             logger.debug(f"{self}: LLM quiet for {self._quiet_flush_s}s, flushing {req_id}")
-            if await self._send(req, text_message(FLUSH_TAG, req_id)):
-                req.texts.append(FLUSH_TAG)
-                req.unflushed = False
+            await req.flush()
 
     # ------------------------------------------------------------------ frames out
 

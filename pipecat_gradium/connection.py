@@ -154,8 +154,6 @@ class ConnectionPool:
         self._refill_task: asyncio.Task | None = None
         self._refill_wake = asyncio.Event()
         self._stopped = False
-        self.opened = 0
-        self.handshakes_on_critical_path = 0
 
     @property
     def stopped(self) -> bool:
@@ -173,9 +171,9 @@ class ConnectionPool:
             Exception: Whatever ``connect`` raises when the first socket cannot be opened.
         """
         self._stopped = False
-        await self.acquire(interruptible=True, critical=False)
+        await self.acquire(interruptible=True)
 
-    async def acquire(self, *, interruptible: bool, critical: bool = True) -> GradiumSocket:
+    async def acquire(self, *, interruptible: bool) -> GradiumSocket:
         """Return the socket a new request of this kind goes on, opening one if needed.
 
         Interruptible and uninterruptible speech never share a socket, so closing one at a
@@ -183,7 +181,6 @@ class ConnectionPool:
 
         Args:
             interruptible: The kind of speech the request carries.
-            critical: Whether a caller waits on this (counts handshakes it pays for).
 
         Returns:
             An open socket.
@@ -195,24 +192,17 @@ class ConnectionPool:
         if self._stopped:
             raise RuntimeError("Gradium connection pool is stopped")
         sock = self._active.get(interruptible)
-        if sock and sock.is_open and sock.age < self._max_age_s:
+        if sock and self._usable(sock):
             return sock
         if sock:
             # Too old or dead: finish what it carries, take nothing new.
-            del self._active[interruptible]
             self.retire(sock)
         sock = self._take_standby()
         if sock is None:
-            if critical:
-                self.handshakes_on_critical_path += 1
             sock = await self._open()
         self._active[interruptible] = sock
         self._schedule_refill()
         return sock
-
-    def active(self, interruptible: bool) -> GradiumSocket | None:
-        """The socket new requests of this kind currently go on, if any."""
-        return self._active.get(interruptible)
 
     def release(self, sock: GradiumSocket, req_id: str) -> None:
         """Forget a finished request; a retiring socket closes after its last one.
@@ -233,9 +223,7 @@ class ConnectionPool:
         Args:
             sock: The socket to retire.
         """
-        for kind, active in list(self._active.items()):
-            if active is sock:
-                del self._active[kind]
+        self._drop_active(sock)
         sock.retiring = True
         if sock.requests:
             self._draining.add(sock)
@@ -271,7 +259,6 @@ class ConnectionPool:
     async def _open(self) -> GradiumSocket:
         ws = await self._connect()
         sock = GradiumSocket(ws)
-        self.opened += 1
         sock.receive_task = self._owner.create_task(
             self._receive(sock), name=f"gradium-receive-{sock.id}"
         )
@@ -281,15 +268,22 @@ class ConnectionPool:
     def _take_standby(self) -> GradiumSocket | None:
         while self._standby:
             sock = self._standby.pop(0)
-            if sock.is_open and sock.age < self._max_age_s:
+            if self._usable(sock):
                 return sock
             self.close_soon(sock)
         return None
 
-    def _forget(self, sock: GradiumSocket) -> None:
+    def _usable(self, sock: GradiumSocket) -> bool:
+        """Whether a new request may go on ``sock``: open and younger than the age limit."""
+        return sock.is_open and sock.age < self._max_age_s
+
+    def _drop_active(self, sock: GradiumSocket) -> None:
         for kind, active in list(self._active.items()):
             if active is sock:
                 del self._active[kind]
+
+    def _forget(self, sock: GradiumSocket) -> None:
+        self._drop_active(sock)
         if sock in self._standby:
             self._standby.remove(sock)
         self._draining.discard(sock)
@@ -311,7 +305,7 @@ class ConnectionPool:
         while not self._stopped:
             self._refill_wake.clear()
             for sock in list(self._standby):
-                if not sock.is_open or sock.age >= self._max_age_s:
+                if not self._usable(sock):
                     self._standby.remove(sock)
                     self.close_soon(sock)
             if len(self._standby) >= self._standby_size:

@@ -284,9 +284,7 @@ class GradiumStreamingTTSService(WebsocketTTSService):
 
     async def _disconnect_websocket(self):
         """Close every socket (used at stop and cancel)."""
-        if self._watchdog:
-            await self.cancel_task(self._watchdog)
-            self._watchdog = None
+        await self._stop_watchdog()
         if self._pool and not self._pool.stopped:
             await self._pool.stop()
             await self._call_event_handler("on_disconnected")
@@ -375,16 +373,14 @@ class GradiumStreamingTTSService(WebsocketTTSService):
         context_id = self._turn_context_id
         await super().on_turn_context_completed()
         req = self._requests.get(context_id) if context_id else None
-        if req and not req.ended:
-            await self._end_request(req)
+        if req:
+            await self._end_request(req)  # a no-op when flush_audio already ended it
 
     async def _handle_interruption(self, frame: InterruptionFrame, direction: FrameDirection):
         """Drop the interrupted answers and close the sockets still generating them."""
         doomed = [r for r in self._requests.values() if r.interruptible]
         await super()._handle_interruption(frame, direction)
-        if self._watchdog:
-            await self.cancel_task(self._watchdog)
-            self._watchdog = None
+        await self._stop_watchdog()
         generating = {r.socket for r in doomed if r.generating}
         for req in doomed:
             self._requests.pop(req.context_id, None)
@@ -528,9 +524,13 @@ class GradiumStreamingTTSService(WebsocketTTSService):
     # ------------------------------------------------------------------ quiet LLM
 
     async def _start_watchdog(self, req: GradiumRequest) -> None:
+        await self._stop_watchdog()
+        self._watchdog = self.create_task(self._watch_turn(req), name="gradium-quiet-watchdog")
+
+    async def _stop_watchdog(self) -> None:
         if self._watchdog:
             await self.cancel_task(self._watchdog)
-        self._watchdog = self.create_task(self._watch_turn(req), name="gradium-quiet-watchdog")
+            self._watchdog = None
 
     async def _watch_turn(self, req: GradiumRequest) -> None:
         """While the answer is open: flush when the LLM goes quiet; keep its audio context alive.

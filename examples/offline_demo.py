@@ -24,7 +24,7 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 
 from loguru import logger
-from pipecat.frames.frames import InterruptionFrame, TTSAudioRawFrame, TTSStoppedFrame
+from pipecat.frames.frames import InterruptionFrame, TTSStoppedFrame
 
 from pipecat_gradium import GradiumStreamingTTSService
 from pipecat_gradium.testing import start_pipeline
@@ -70,7 +70,7 @@ async def run(out: Path, rate: int) -> None:
                 timing = await h.speak_answer(answer, tokens_per_s=TOKENS_PER_S, ttft_s=TTFT_S)
                 if i == 2:
                     # The user talks over the bot one second into this answer's audio.
-                    await h.down.wait_for(lambda s=started: audio_seconds(h, s) >= 1.0, 30)
+                    await h.down.wait_for(lambda s=started: h.audio_seconds(since=s) >= 1.0, 30)
                     await h.send(InterruptionFrame())
                     note = f", barge-in after {BARGE_IN_AFTER_S:.1f} s of its audio"
                 else:
@@ -95,12 +95,6 @@ async def run(out: Path, rate: int) -> None:
         if errors:
             print(f"{len(errors)} error(s): " + "; ".join(e.error for e in errors))
             sys.exit(1)
-
-
-def audio_seconds(h, start_index: int) -> float:
-    """Seconds of audio the service delivered since frame ``start_index``."""
-    frames: list[TTSAudioRawFrame] = h.audio_frames()[start_index:]
-    return sum(len(f.audio) / 2 / f.sample_rate for f in frames)
 
 
 def answer_done(h, n: int) -> bool:

@@ -200,6 +200,22 @@ class PipelineHarness:
         """Audio frames that left the service."""
         return self.down.frames(TTSAudioRawFrame)
 
+    def audio_seconds(self, context_id: str | None = None, *, since: int = 0) -> float:
+        """Seconds of audio that left the service, from audio frame ``since`` on.
+
+        Args:
+            context_id: Count only this audio context's frames (None: all).
+            since: Index of the first audio frame counted.
+
+        Returns:
+            The duration, each frame at its own sample rate.
+        """
+        return sum(
+            len(f.audio) / 2 / f.sample_rate
+            for f in self.audio_frames()[since:]
+            if context_id is None or f.context_id == context_id
+        )
+
     def errors(self) -> list[ErrorFrame]:
         """Error frames the service pushed upstream."""
         return self.up.frames(ErrorFrame)

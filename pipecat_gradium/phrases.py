@@ -54,7 +54,7 @@ Rules:
 * Markdown spans are held whole, as one word, so Pipecat's text filters and
   transforms (``strip_markdown``, ``MarkdownTextFilter``) see them entire:
   links ``[label](url)`` (parentheses nested in the URL included), code
-  ``\`...\```, and emphasis ``*..*``, ``**..**``, ``_.._``, ``__..__`` (an
+  backticks, and emphasis ``*..*``, ``**..**``, ``_.._``, ``__..__`` (an
   opener starts a word and hugs the text after it, so ``* item``, ``2 * 3`` and
   ``snake_case`` are plain text). A span still open after ``MAX_SPAN_CHARS``
   characters is released: its opener is plain text and what followed is rescanned.

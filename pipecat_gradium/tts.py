@@ -32,6 +32,7 @@ from pipecat.utils.types import NOT_GIVEN, NotGiven, is_given
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import InvalidStatus
 
+from pipecat_gradium.batching import AudioBatch
 from pipecat_gradium.connection import ConnectionPool, GradiumSocket, StandbyPool
 from pipecat_gradium.phrases import ChunkMode, PhraseAggregator
 from pipecat_gradium.protocol import (
@@ -123,6 +124,7 @@ class GradiumStreamingTTSService(WebsocketTTSService):
         max_socket_age_s: float = 240.0,
         connect_timeout_s: float = 10.0,
         stop_frame_timeout_s: float = 3.0,
+        audio_batch_s: float = 0.24,
         **kwargs,
     ):
         """Create the service.
@@ -147,6 +149,9 @@ class GradiumStreamingTTSService(WebsocketTTSService):
                 at 300 s).
             connect_timeout_s: Limit on one WebSocket handshake.
             stop_frame_timeout_s: Pipecat's audio-context idle timeout.
+            audio_batch_s: While Gradium is more than 0.5 s ahead of playback, its 80 ms
+                chunks are merged into frames of up to this long (every frame costs the
+                pipeline the same CPU); 0 pushes each chunk as it arrives.
             **kwargs: Passed to Pipecat's ``WebsocketTTSService``.
 
         Raises:
@@ -191,6 +196,9 @@ class GradiumStreamingTTSService(WebsocketTTSService):
         self._standby_sockets = standby_sockets
         self._max_socket_age_s = max_socket_age_s
         self._connect_timeout_s = connect_timeout_s
+        self._audio_batch_s = audio_batch_s
+        self._batches: dict[str, AudioBatch] = {}
+        self._batch_timers: dict[str, asyncio.TimerHandle] = {}
         self._phrases = PhraseAggregator(
             chunking=chunking,
             first_chunk_words=first_chunk_words,
@@ -287,6 +295,10 @@ class GradiumStreamingTTSService(WebsocketTTSService):
     async def _disconnect_websocket(self):
         """Close every socket (used at stop and cancel)."""
         await self._stop_watchdog()
+        for timer in self._batch_timers.values():
+            timer.cancel()
+        self._batch_timers.clear()
+        self._batches.clear()
         if self._pool and not self._pool.stopped:
             await self._pool.stop()
             await self._call_event_handler("on_disconnected")
@@ -386,6 +398,7 @@ class GradiumStreamingTTSService(WebsocketTTSService):
         generating = {r.socket for r in doomed if r.generating}
         for req in doomed:
             self._requests.pop(req.context_id, None)
+            self._drop_batch(req)
             if req.socket in generating:
                 continue
             # Nothing is being generated for it: end it politely; the socket stays.
@@ -516,6 +529,8 @@ class GradiumStreamingTTSService(WebsocketTTSService):
             self._pool.release(req.socket, req.req_id)
 
     async def _finish_request(self, req: GradiumRequest) -> None:
+        await self._flush_batch(req)
+        self._drop_batch(req)
         if self._requests.get(req.context_id) is req:
             del self._requests[req.context_id]
         if self._pool:
@@ -587,12 +602,14 @@ class GradiumStreamingTTSService(WebsocketTTSService):
         if isinstance(msg, Audio):
             await self._on_audio(req, msg)
         elif isinstance(msg, Word):
+            await self._flush_batch(req)  # the audio before a word goes out before it
             req.words.append((msg.text, msg.start_s, msg.stop_s))
             await self.add_word_timestamps(
                 [(msg.text, msg.start_s + req.time_offset_s)], req.context_id
             )
         elif isinstance(msg, EndOfStream):
             req.done = True
+            await self._flush_batch(req)
             tail = req.convert(b"", last=True)
             if tail:
                 await self._push_audio(req, tail)
@@ -617,8 +634,39 @@ class GradiumStreamingTTSService(WebsocketTTSService):
                 self.last_time_to_first_audio_s = ttfa
                 logger.debug(f"{self}: time to first audio from first token {ttfa * 1000:.0f} ms")
         pcm = req.convert(msg.pcm)
-        if pcm:
-            await self._push_audio(req, pcm)
+        if not pcm:
+            return
+        batch = self._batches.get(req.req_id)
+        if batch is None:
+            batch = self._batches[req.req_id] = AudioBatch(
+                bytes_per_s=self.sample_rate * 2, max_s=self._audio_batch_s
+            )
+        out = batch.add(pcm)
+        if out:
+            await self._push_audio(req, out)
+        deadline = batch.deadline
+        if deadline is not None and req.req_id not in self._batch_timers:
+            # Generation may pause: the held audio goes out before playback needs it.
+            self._batch_timers[req.req_id] = asyncio.get_running_loop().call_at(
+                deadline,
+                lambda: self.create_task(self._flush_batch(req), name="gradium-audio-batch"),
+            )
+
+    async def _flush_batch(self, req: GradiumRequest) -> None:
+        timer = self._batch_timers.pop(req.req_id, None)
+        if timer:
+            timer.cancel()
+        batch = self._batches.get(req.req_id)
+        if batch is not None and batch.held:
+            pcm = batch.take()
+            if self._requests.get(req.context_id) is req:
+                await self._push_audio(req, pcm)
+
+    def _drop_batch(self, req: GradiumRequest) -> None:
+        timer = self._batch_timers.pop(req.req_id, None)
+        if timer:
+            timer.cancel()
+        self._batches.pop(req.req_id, None)
 
     async def _push_audio(self, req: GradiumRequest, pcm: bytes) -> None:
         frame = TTSAudioRawFrame(pcm, self.sample_rate, 1, context_id=req.context_id)
@@ -663,6 +711,7 @@ class GradiumStreamingTTSService(WebsocketTTSService):
                 category=ErrorCategory.CONNECTIVITY,
             )
         for req in lost:
+            await self._flush_batch(req)
             if req in resumable and await self._resume(req):
                 continue
             req.done = True

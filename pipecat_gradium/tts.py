@@ -124,7 +124,7 @@ class GradiumStreamingTTSService(WebsocketTTSService):
         max_socket_age_s: float = 240.0,
         connect_timeout_s: float = 10.0,
         stop_frame_timeout_s: float = 3.0,
-        audio_batch_s: float = 0.24,
+        audio_batch_s: float = 0.4,
         **kwargs,
     ):
         """Create the service.
@@ -602,7 +602,8 @@ class GradiumStreamingTTSService(WebsocketTTSService):
         if isinstance(msg, Audio):
             await self._on_audio(req, msg)
         elif isinstance(msg, Word):
-            await self._flush_batch(req)  # the audio before a word goes out before it
+            # Not a flush point for held audio: Gradium sends a word before the chunk holding
+            # its start, and the word's TTSTextFrame is timed by its own timestamp.
             req.words.append((msg.text, msg.start_s, msg.stop_s))
             await self.add_word_timestamps(
                 [(msg.text, msg.start_s + req.time_offset_s)], req.context_id

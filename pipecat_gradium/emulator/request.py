@@ -229,10 +229,7 @@ class Request:
             if self.latency.voice_cache:
                 # Load runs: each word's audio once, reused; word timings stay exact.
                 for w in run:
-                    clip = voice.cached_word(w, wpm, rate)
-                    if clip is None:
-                        clip = await asyncio.to_thread(voice.synthesize_word, w, wpm, rate)
-                    samples, speech = clip
+                    samples, speech = await voice.word_audio(w, wpm, rate)
                     words.append(_SpokenWord(w, offset / rate, (offset + speech) / rate))
                     parts.append(samples)
                     offset += len(samples)

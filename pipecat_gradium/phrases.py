@@ -51,6 +51,22 @@ Rules:
   (``Hello <break time="1s" /> world`` keeps the tag with ``Hello``); a tag
   followed directly by text leads the next word (``<spell>ABC</spell>``). Words
   made only of tags are not counted as words and never end a chunk on their own.
+* Markdown spans are held whole, as one word, so Pipecat's text filters and
+  transforms (``strip_markdown``, ``MarkdownTextFilter``) see them entire:
+  links ``[label](url)`` (parentheses nested in the URL included), code
+  backticks, and emphasis ``*..*``, ``**..**``, ``_.._``, ``__..__`` (an
+  opener starts a word and hugs the text after it, so ``* item``, ``2 * 3`` and
+  ``snake_case`` are plain text). A span still open after ``MAX_SPAN_CHARS``
+  characters is released: its opener is plain text and what followed is rescanned.
+* Quiet flush (:meth:`~PhraseAggregator.take_ready_text`) follows the same rule:
+  a word is complete only when whitespace (or a tag after whitespace) follows
+  it, so ``"about 3."`` is not taken before ``"14"`` can arrive.
+
+On the wire (:func:`wire_text`, :func:`split_message`): control characters
+become spaces, a ``<`` outside Gradium's two tags is sent as ``‹`` (Gradium may
+read ``< b and c >`` as a tag and drop it), and a message longer than
+``max_chars`` is cut after whitespace (inside a word only when the word alone is
+longer), never inside a tag.
 
 The logic is synchronous (:meth:`PhraseAggregator.feed`) and takes amortized
 constant time per character (the characters after a ``<`` that turns out to be
@@ -59,15 +75,27 @@ depend on how the text was split into tokens; only
 :meth:`~PhraseAggregator.take_ready_text` depends on when it is called.
 """
 
+import re
 from collections.abc import AsyncIterator
 from enum import IntEnum, StrEnum
 
 from pipecat.utils.text.base_text_aggregator import Aggregation, BaseTextAggregator, TextType
 
-__all__ = ["ChunkMode", "PhraseAggregator"]
+__all__ = [
+    "ChunkMode",
+    "PhraseAggregator",
+    "GRADIUM_TAG",
+    "LT_STAND_IN",
+    "clean_text",
+    "split_message",
+    "wire_text",
+]
 
 MAX_TAG_CHARS = 200
 """Longest tag, brackets included; a longer ``<...`` is treated as plain text."""
+
+MAX_SPAN_CHARS = 300
+"""Longest markdown span held whole, markers included; a longer one is released as text."""
 
 _SENTENCE_MARKS = frozenset(".!?…。！？｡‼⁇⁈⁉؟।")
 _CLAUSE_MARKS = frozenset(",;:、，；：､")
@@ -76,8 +104,97 @@ _HARD_MARKS = frozenset("。！？｡、，；：､")
 # Transparent after a mark: '"Yes."' or '**Note:**' still ends with the mark.
 _CLOSERS = frozenset("\"'”’»)]}›」』）】〕〉》*_")
 
+GRADIUM_TAG = re.compile(
+    r"<\s*flush\s*/?\s*>"
+    r"""|<\s*break\s+time\s*=\s*["']?\s*[0-9.]+\s*(?:ms|s)?\s*["']?\s*/?\s*>"""
+)
+"""The tags Gradium documents: ``<flush>`` and ``<break time="1.5s" />``."""
+
+LT_STAND_IN = "\u2039"
+"""What a ``<`` that is not part of a Gradium tag is sent as: ``‹`` cannot open a tag."""
+
+# Control characters other than tab and newline: each becomes one space.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def clean_text(text: str) -> str:
+    r"""Replace control characters (``\x00``, ``\x1b``, ``\r``...) with spaces.
+
+    Tab and newline stay. One character in, one character out, so positions in the text
+    (and its words, which a control character may separate but never joins) are kept.
+
+    Args:
+        text: Text on its way to Gradium.
+
+    Returns:
+        The text without control characters.
+    """
+    return _CONTROL.sub(" ", text)
+
+
+def wire_text(text: str) -> str:
+    """The text as it goes on the wire: :func:`clean_text`, and every stray ``<`` escaped.
+
+    How Gradium reads a ``<`` that does not open one of its tags is not documented: it may
+    drop everything up to a later ``>`` ("a < b and c > d"). So every ``<`` outside
+    :data:`GRADIUM_TAG` is sent as :data:`LT_STAND_IN`. One character in, one out.
+
+    Args:
+        text: Text on its way to Gradium (tags must not be split across calls).
+
+    Returns:
+        The text to put in a ``text`` message.
+    """
+    text = clean_text(text)
+    if "<" not in text:
+        return text
+    out: list[str] = []
+    pos = 0
+    for m in GRADIUM_TAG.finditer(text):
+        out.append(text[pos : m.start()].replace("<", LT_STAND_IN))
+        out.append(m.group(0))
+        pos = m.end()
+    out.append(text[pos:].replace("<", LT_STAND_IN))
+    return "".join(out)
+
+
+def split_message(text: str, max_chars: int) -> list[str]:
+    """Cut a message longer than ``max_chars`` into messages that fit.
+
+    Cuts go after whitespace, so words stay whole; only a word longer than ``max_chars``
+    is cut inside, and never inside a tag (a single tag longer than ``max_chars`` goes
+    alone). The pieces join back to ``text``.
+
+    Args:
+        text: One message's text, with any stray ``<`` already escaped.
+        max_chars: The longest message.
+
+    Returns:
+        The messages, in order (``[text]`` when it fits).
+    """
+    pieces: list[str] = []
+    start = 0
+    while len(text) - start > max_chars:
+        limit = start + max_chars
+        cut = limit
+        while cut > start and not text[cut - 1].isspace():
+            cut -= 1
+        if cut == start:  # one word longer than max_chars: cut it, outside any tag
+            cut = limit
+            lt = text.rfind("<", start, cut)
+            if lt != -1 and text.find(">", lt, cut) == -1:
+                cut = lt if lt > start else text.find(">", lt) + 1 or len(text)
+        pieces.append(text[start:cut])
+        start = cut
+    pieces.append(text[start:])
+    return pieces
+
+
 # Punctuation class of a word's last significant character.
 _NONE, _CLAUSE, _SENTENCE = 0, 1, 2
+
+# Markdown span kinds (see _md_step).
+_MD_CODE, _MD_LINK_TEXT, _MD_LINK_AFTER, _MD_LINK_URL, _MD_STAR, _MD_UNDER = range(1, 7)
 
 
 class ChunkMode(StrEnum):
@@ -178,6 +295,20 @@ class PhraseAggregator(BaseTextAggregator):
         self._prev_end = 0
         self._prev_real = False
         self._prev_punct = _NONE
+        self._md_clear()
+
+    def _md_clear(self) -> None:
+        # The open markdown span, if any: its kind, where its opener starts and its length.
+        self._md_kind = 0
+        self._md_start = 0
+        self._md_open_len = 0
+        self._md_depth = 0  # parentheses nested inside a link's URL
+        # A run of '*' or '_' waits for the next character to be read as opener or closer.
+        self._run_char = ""
+        self._run_len = 0
+        self._run_start = 0
+        self._run_prev = ""  # the character before the run ("" at the start)
+        self._last_char = ""
 
     @property
     def chunking(self) -> ChunkMode:
@@ -259,12 +390,13 @@ class PhraseAggregator(BaseTextAggregator):
         """Remove and return the complete words pending, for when the LLM stalls.
 
         Returns the text up to the end of the last whitespace run (a run at the
-        very end of the buffer included), plus the trailing word when it ends
-        with clause or sentence punctuation and no tag or undecided ``<`` is
-        open. A trailing partial word stays pending; a whitespace-only buffer is
-        not taken. The next chunk may then start with whitespace, e.g. after
-        ``"Hello."`` is taken and ``" How"`` arrives. Returned text counts as a
-        chunk, so it ends the first-chunk state.
+        very end of the buffer included). A word is complete only when whitespace
+        (or a tag after whitespace) follows it, so a trailing word stays pending
+        even when it ends with punctuation: ``"about 3."`` may still become
+        ``"about 3.14"``. An open tag or markdown span stays pending too, and a
+        whitespace-only buffer is not taken. The next chunk may then start with
+        whitespace, e.g. after ``"Hello "`` is taken and ``" there"`` arrives.
+        Returned text counts as a chunk, so it ends the first-chunk state.
 
         Returns:
             The ready text, or ``""`` if nothing is ready.
@@ -275,13 +407,11 @@ class PhraseAggregator(BaseTextAggregator):
         n = len(self._buf)
         if st is _State.GAP:
             k = n
-        elif st is _State.WORD or st is _State.HARD:
-            k = n if self._word_punct != _NONE else self._cand_end
-        elif st is _State.AFTER_TAG:
-            assert self._defer_end is not None
-            k = n if self._prev_punct != _NONE else self._defer_end
-        else:  # LT or TAG: stop before the waiting word's end or the word's start.
-            k = self._defer_end if self._defer_end is not None else self._cand_end
+        elif self._defer_end is not None:
+            # A tag (or '<') after a finished word: the word and its whitespace are ready.
+            k = self._defer_end
+        else:  # inside a word or a tag that leads one: up to the word's start
+            k = self._cand_end
         if k == 0:
             return ""
         if k == n:
@@ -303,6 +433,10 @@ class PhraseAggregator(BaseTextAggregator):
         p = len(self._buf) - 1
         st = self._state
         space = c.isspace()
+        if st is not _State.TAG and (st is not _State.LT or c == "<"):
+            self._md_step(c, p)
+            if self._md_kind and p + 1 - self._md_start > MAX_SPAN_CHARS:
+                return self._md_release()
         if st is _State.WORD:
             self._in_word(c, p)
         elif st is _State.GAP:
@@ -372,6 +506,8 @@ class PhraseAggregator(BaseTextAggregator):
         return None
 
     def _in_word(self, c: str, p: int) -> None:
+        if c.isspace() and self._md_kind:
+            return  # inside a markdown span: the span is one word
         if c.isspace():
             self._word_end = p
             self._state = _State.GAP
@@ -398,7 +534,7 @@ class PhraseAggregator(BaseTextAggregator):
             self._word_punct = _CLAUSE
         else:
             self._word_punct = _NONE
-        self._state = _State.HARD if c in _HARD_MARKS else _State.WORD
+        self._state = _State.HARD if c in _HARD_MARKS and not self._md_kind else _State.WORD
 
     def _defer(self, word_end: int, p: int) -> None:
         """A '<' at p follows a finished word: wait to see if a tag attaches."""
@@ -467,6 +603,78 @@ class PhraseAggregator(BaseTextAggregator):
         self._lt_pos -= k
         self._tag_start -= k
         self._prev_end -= k
+        self._md_start -= k
+        self._run_start -= k
         if self._defer_end is not None:
             self._defer_end -= k
         return chunk
+
+    # -- markdown spans -------------------------------------------------------
+
+    def _md_step(self, c: str, p: int) -> None:
+        """Track markdown spans so no chunk ends inside one (O(1) per character)."""
+        prev, self._last_char = self._last_char, c
+        if self._run_char:
+            if c == self._run_char:
+                self._run_len += 1
+                return
+            self._md_resolve_run(c)
+        kind = self._md_kind
+        if kind == _MD_CODE:
+            if c == "`":
+                self._md_kind = 0
+            return
+        if kind == _MD_LINK_TEXT:
+            if c == "]":
+                self._md_kind = _MD_LINK_AFTER
+            return
+        if kind == _MD_LINK_AFTER:
+            if c == "(":
+                self._md_kind = _MD_LINK_URL
+                self._md_depth = 0
+                return
+            self._md_kind = kind = 0  # "[1]" and the like: closed, and c may open a span
+        if kind == _MD_LINK_URL:
+            if c == "(":
+                self._md_depth += 1
+            elif c == ")":
+                if self._md_depth == 0:
+                    self._md_kind = 0
+                else:
+                    self._md_depth -= 1
+            return
+        if c == "*" or c == "_":
+            self._run_char, self._run_len, self._run_start, self._run_prev = c, 1, p, prev
+        elif not kind and (c == "`" or c == "["):
+            self._md_open(_MD_CODE if c == "`" else _MD_LINK_TEXT, p, 1)
+
+    def _md_resolve_run(self, after: str) -> None:
+        """Read a run of '*' or '_' as an opener, a closer or plain text, given what follows."""
+        char, before = self._run_char, self._run_prev
+        self._run_char = ""
+        kind = _MD_STAR if char == "*" else _MD_UNDER
+        if self._md_kind == kind:
+            # A closer hugs the text before it; '_' also ends a word (snake_case stays text).
+            if before and not before.isspace() and (char == "*" or not after.isalnum()):
+                self._md_kind = 0
+        elif not self._md_kind and not before.isalnum() and after and not after.isspace():
+            # An opener starts a word and hugs the text after it ("* item" is a bullet).
+            self._md_open(kind, self._run_start, self._run_len)
+
+    def _md_open(self, kind: int, start: int, length: int) -> None:
+        self._md_kind = kind
+        self._md_start = start
+        self._md_open_len = length
+
+    def _md_release(self) -> str:
+        """An unclosed span grew past MAX_SPAN_CHARS: its opener is text; rescan the rest."""
+        keep = self._md_start + self._md_open_len
+        rest = "".join(self._buf[keep:])
+        del self._buf[keep:]
+        self._md_clear()
+        self._last_char = self._buf[-1]
+        # Inside a span the state machine stayed in one word; it resumes just after the opener.
+        self._state = _State.WORD
+        self._word_real = True
+        self._word_punct = _NONE
+        return rest

@@ -37,7 +37,7 @@ from pipecat.utils.types import NOT_GIVEN, NotGiven, is_given
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import InvalidStatus
 
-from pipecat_gradium.connection import ConnectionPool, GradiumSocket
+from pipecat_gradium.connection import ConnectionPool, GradiumSocket, StandbyPool
 from pipecat_gradium.phrases import ChunkMode, PhraseAggregator
 from pipecat_gradium.protocol import (
     Audio,
@@ -296,6 +296,8 @@ class GradiumStreamingTTSService(WebsocketTTSService):
             on_lost=self._on_socket_lost,
             standby=self._standby_sockets,
             max_age_s=self._max_socket_age_s,
+            # Every service of the process with this URL and key shares the standby sockets.
+            share_key=StandbyPool.sharing_key(self._url, self._api_key),
         )
         self._prober = OutageProber(
             owner=self,

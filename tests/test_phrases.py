@@ -8,7 +8,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pipecat.utils.text.base_text_aggregator import Aggregation, TextType
 
-from pipecat_gradium.phrases import MAX_TAG_CHARS, ChunkMode, PhraseAggregator
+from pipecat_gradium.phrases import (
+    GRADIUM_TAG,
+    MAX_TAG_CHARS,
+    ChunkMode,
+    PhraseAggregator,
+    clean_text,
+    split_message,
+    wire_text,
+)
 
 HARD = set("。！？｡、，；：､")
 CLOSERS = set("\"'”’»)]}›」』）】〕〉》*_")
@@ -327,14 +335,16 @@ def test_empty_and_whitespace_only():
         ("fore", "", "fore"),
         ("The fore", "The ", "fore"),
         ("The forecast ", "The forecast ", ""),
-        ("Hello world,", "Hello world,", ""),
-        ('He said "no."', 'He said "no."', ""),
-        ("你好。", "你好。", ""),
+        # A trailing word may still grow ("3." -> "3.14"): never taken, punctuation or not.
+        ("Hello world,", "Hello ", "world,"),
+        ("Pi is about 3.", "Pi is about ", "3."),
+        ('He said "no."', "He said ", '"no."'),
+        ("你好。", "", "你好。"),
         ("Hello <bre", "Hello ", "<bre"),
         ("Hello <", "Hello ", "<"),
         ("Hello.<fl", "", "Hello.<fl"),
         ("Hello <flush>", "Hello ", "<flush>"),
-        ("Hello, <flush>", "Hello, <flush>", ""),
+        ("Hello, <flush>", "Hello, ", "<flush>"),
         ("Hi there <flush> again", "Hi there <flush> ", "again"),
     ],
 )
@@ -563,3 +573,177 @@ def test_property_max_chars_and_word_mode(text, kwargs):
     if kwargs["chunking"] is ChunkMode.WORD:
         # Only the last word (its whitespace run may continue) is still pending.
         assert tail is None or len(tail.split()) == 1
+
+
+# -- words that may still grow (quiet flush) ---------------------------------------------
+
+
+def test_quiet_flush_never_splits_a_number():
+    # The issue's case: the LLM pauses right after " 3." and the next token is "14".
+    agg = PhraseAggregator()
+    out = agg.feed("Pi is")
+    out += agg.feed(" about")
+    out += agg.feed(" 3.")
+    out.append(agg.take_ready_text())
+    out += agg.feed("14 and e.g. ")
+    out.append(agg.take_ready_text())
+    out = [o for o in out if o]
+    assert out == ["Pi is ", "about ", "3.14 and e.g. "]
+
+
+# -- markdown spans ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "tokens, chunks",
+    [
+        (
+            ["Read [the", " guide, part", " one](https://example.com/guide)", " first."],
+            ["Read [the guide, part one](https://example.com/guide) ", "first."],
+        ),
+        (
+            ["This is **bold", " text", "** here, and *it is* fine. Ok"],
+            ["This is ", "**bold text** here, ", "and *it is* fine. ", "Ok"],
+        ),
+        (["Say __very loud__ words, ok"], ["Say __very loud__ ", "words, ok"]),
+        (["Run `pip install", " x` now, please"], ["Run `pip install x` ", "now, please"]),
+        # Not spans: a bullet, spaced or intraword markers, snake_case, "[1]".
+        (["* one, two three, four"], ["* one, ", "two three, ", "four"]),
+        (
+            ["2 * 3 = 6, a snake_case_name, [1] ok"],
+            ["2 * ", "3 = 6, ", "a snake_case_name, ", "[1] ok"],
+        ),
+        # A link whose URL holds parentheses.
+        (
+            ["See [Foo](https://en.wikipedia.org/wiki/Foo_(bar)) now, ok"],
+            ["See [Foo](https://en.wikipedia.org/wiki/Foo_(bar)) ", "now, ok"],
+        ),
+    ],
+)
+def test_markdown_spans_stay_whole(tokens, chunks):
+    assert chunks_of(tokens, first_chunk_words=2) == chunks
+    assert chunks_of(list("".join(tokens)), first_chunk_words=2) == chunks
+
+
+def test_quiet_flush_keeps_an_open_span():
+    agg = PhraseAggregator(first_chunk_words=5)
+    agg.feed("Read [the guide, ")
+    assert agg.take_ready_text() == "Read "
+    assert agg.feed("part one](x) first. Then") == ["[the guide, part one](x) first. "]
+
+
+def test_unclosed_span_is_released_as_text():
+    agg = PhraseAggregator(chunking="word", max_chars=400)
+    head = "Hey **" + "word " * 40
+    assert agg.feed(head) == ["Hey "]  # held: "**" may still close
+    out = agg.feed("word " * 40)  # past MAX_SPAN_CHARS: the "**" is plain text
+    assert out[0] == "**word "
+    assert "".join(["Hey ", *out]) + agg.text.text == head + "word " * 40
+    assert all(len(c.split()) == 1 for c in out)
+
+
+# -- wire text: control characters, stray '<', long messages ----------------------------
+
+
+def test_wire_text_escapes_stray_less_than_but_not_gradium_tags():
+    text = 'If a < b and c > d then a<3 hearts, <spell>x</spell> <flush> <break time="1s" />'
+    assert wire_text(text) == (
+        "If a \u2039 b and c > d then a\u20393 hearts, \u2039spell>x\u2039/spell> "
+        '<flush> <break time="1s" />'
+    )
+
+
+def test_clean_text_replaces_control_characters_one_for_one():
+    text = "a\x00b\x1b[31mred\r\nline\ttab\x7f."
+    cleaned = clean_text(text)
+    assert cleaned == "a b [31mred \nline\ttab ."
+    assert len(cleaned) == len(text)
+    assert wire_text(text) == cleaned
+
+
+def test_split_message():
+    assert split_message("short one ", 80) == ["short one "]
+    assert split_message("alpha beta gamma delta ", 12) == ["alpha beta ", "gamma delta "]
+    assert split_message("x" * 25 + " y", 10) == ["x" * 10, "x" * 10, "xxxxx y"]
+    # Never inside a tag: the cut moves before it.
+    assert split_message("abcdefgh<flush>ijklmnop", 10) == ["abcdefgh", "<flush>ijk", "lmnop"]
+
+
+safe_pieces = [
+    "Hello",
+    "fore",
+    "cast",
+    "3.",
+    "14",
+    "$1,299.99",
+    ",",
+    ".",
+    " ",
+    " ",
+    "\n",
+    "<flush>",
+    '<break time="1.5s" />',
+    "[the guide, part one](https://example.com/a_(b))",
+    "**bold text**",
+    "*it is*",
+    "__under line__",
+    "`code x`",
+    "a < b",
+    "<3",
+    "é",
+]
+SPAN_PIECES = [p for p in safe_pieces if p[0] in "[*_`"]
+safe_texts = st.lists(st.sampled_from(safe_pieces), max_size=40).map(
+    lambda ps: " ".join(ps)  # spans are separated from their neighbours by a space
+)
+
+
+def span_ranges(text):
+    spans = []
+    for piece in SPAN_PIECES:
+        start = text.find(piece)
+        while start != -1:
+            spans.append((start, start + len(piece)))
+            start = text.find(piece, start + len(piece))
+    return spans
+
+
+@settings(derandomize=True, max_examples=200, deadline=None)
+@given(safe_texts, options, st.lists(st.integers(0, 400), max_size=12), st.data())
+def test_property_no_cut_inside_a_word_tag_or_span(text, kwargs, cuts, data):
+    """Any split of the text into tokens, quiet flushes anywhere: every boundary between
+    messages follows whitespace (or a full-width mark) and lies outside tags and spans."""
+    bounds = sorted({min(c, len(text)) for c in cuts} | {0, len(text)})
+    tokens = [text[a:b] for a, b in zip(bounds, bounds[1:])]
+    agg = PhraseAggregator(**kwargs)
+    pieces = []
+    for token in tokens:
+        pieces += agg.feed(token)
+        if data.draw(st.booleans()):
+            pieces.append(agg.take_ready_text())
+    pieces = [p for p in pieces if p]
+    flushed = asyncio.run(agg.flush())
+    assert "".join(pieces) + (flushed.text if flushed else "") == text
+    pos = 0
+    for piece in pieces:
+        pos += len(piece)
+        assert piece[-1].isspace(), (piece, pieces)
+        for start, end in [*span_ranges(text), *complete_tags(text)]:
+            assert not start < pos < end, (text[start:end], pieces)
+    # The wire: every message fits max_chars unless it is one word or tag.
+    for piece in pieces:
+        wire = wire_text(piece)
+        assert len(wire) == len(piece)
+        for msg in split_message(wire, kwargs["max_chars"]):
+            assert len(msg) <= kwargs["max_chars"] or not msg.strip().count(" ")
+        assert "".join(split_message(wire, kwargs["max_chars"])) == wire
+
+
+@settings(derandomize=True, max_examples=200, deadline=None)
+@given(st.text(max_size=300), st.sampled_from([10, 17, 80]))
+def test_property_split_message(text, max_chars):
+    wire = wire_text(text)
+    assert "<" not in GRADIUM_TAG.sub("", wire)
+    msgs = split_message(wire, max_chars)
+    assert "".join(msgs) == wire
+    assert all(len(m) <= max_chars for m in msgs if not GRADIUM_TAG.search(m))

@@ -221,6 +221,18 @@ class Request:
             nonlocal offset
             if not run:
                 return
+            if self.latency.voice_cache:
+                # Load runs: each word's audio once, reused; word timings stay exact.
+                for w in run:
+                    clip = voice.cached_word(w, wpm, rate)
+                    if clip is None:
+                        clip = await asyncio.to_thread(voice.synthesize_word, w, wpm, rate)
+                    samples, speech = clip
+                    words.append(_SpokenWord(w, offset / rate, (offset + speech) / rate))
+                    parts.append(samples)
+                    offset += len(samples)
+                run.clear()
+                return
             synth = await asyncio.to_thread(
                 voice.synthesize, words_text(run), wpm, lambda: self.stopped
             )

@@ -66,6 +66,7 @@ class GradiumEmulator:
         self.fault_after_chunks = fault_after_chunks
         self.slow_first_audio_s = slow_first_audio_s
         self.stats = EmulatorStats()
+        self._handshake_rng = self.latency.rng("handshake")
         self._next_faults: list[Fault] = []
         self._next_request_faults: list[Fault] = []
         self._outage_until: float | None = None
@@ -236,7 +237,7 @@ class GradiumEmulator:
             conn_stats.closed_by = "server"
             self.stats.changed()
             return web.Response(status=503, text="Service unavailable (emulated fault)")
-        await asyncio.sleep(self.latency.handshake_s)
+        await asyncio.sleep(self.latency.handshake_delay(self._handshake_rng))
         ws = web.WebSocketResponse(timeout=2.0, autoping=True)
         await ws.prepare(request)
         conn = Connection(self, ws, request, conn_stats, faults)
@@ -267,6 +268,7 @@ class GradiumEmulator:
             if not isinstance(body, dict):
                 raise ValueError("body must be a JSON object")
             self.latency = LatencyModel.from_dict(body, base=self.latency)
+            self._handshake_rng = self.latency.rng("handshake")
         except (ValueError, TypeError, json.JSONDecodeError) as exc:
             return web.json_response({"error": str(exc)}, status=400)
         logger.info(f"emulator: latency now {self.latency}")

@@ -115,16 +115,20 @@ class GradiumEmulator:
         """
         return {self._next_request_faults.pop(0)} if self._next_request_faults else set()
 
-    def start_outage(self, duration_s: float | None = None) -> None:
+    def start_outage(self, duration_s: float | None = None, *, drop_open: bool = False) -> None:
         """Refuse every connection (HTTP 503) for ``duration_s`` seconds, or until ended.
 
-        Sockets already open are not touched: an outage that ends, as a deployment meets one.
+        An outage that ends, as a deployment meets one.
 
         Args:
             duration_s: Length of the outage; None lasts until :meth:`end_outage`.
+            drop_open: Also reset every open socket (a network outage cuts them too).
         """
         loop = asyncio.get_running_loop()
         self._outage_until = float("inf") if duration_s is None else loop.time() + duration_s
+        if drop_open:
+            for conn in list(self._connections):
+                conn.request_reset()
 
     def end_outage(self) -> None:
         """Accept connections again."""

@@ -50,16 +50,7 @@ from pipecat_gradium.protocol import (
     output_format_for_rate,
     setup_message,
 )
-from pipecat_gradium.recovery import (
-    MAX_ATTEMPTS,
-    AnswerWatch,
-    Backoff,
-    ConnectFailures,
-    OutageProber,
-    context_of,
-    continuation_id,
-    mask_secrets,
-)
+from pipecat_gradium.recovery import Backoff, Recovery, context_of, continuation_id, mask_secrets
 from pipecat_gradium.requests import GradiumRequest
 
 DEFAULT_URL = "wss://api.gradium.ai/api/speech/tts"
@@ -219,8 +210,6 @@ class GradiumStreamingTTSService(WebsocketTTSService):
         self._standby_sockets = standby_sockets
         self._max_socket_age_s = max_socket_age_s
         self._connect_timeout_s = connect_timeout_s
-        self._first_audio_timeout_s = first_audio_timeout_s
-        self._backoff = Backoff(initial_s=probe_backoff_s, max_s=probe_backoff_max_s)
         self._phrases = PhraseAggregator(
             chunking=chunking,
             first_chunk_words=first_chunk_words,
@@ -233,15 +222,13 @@ class GradiumStreamingTTSService(WebsocketTTSService):
         self._pool: ConnectionPool | None = None
         self._output_format = "pcm_48000"
         self._gradium_rate = 48000
-        self._auth_failed = False
-        self._failures = ConnectFailures()
-        self._prober: OutageProber | None = None
-        # Answers that can get no more request (cut or unreachable): their audio context ends
-        # with the words heard, and no second request is opened for them.
-        self._dead: set[str] = set()
-        # Answers already given an error: Pipecat's "completed with no audio" would repeat it.
-        self._reported: set[str] = set()
-        self._watches: dict[str, AnswerWatch] = {}
+        self._recovery = Recovery(
+            self,
+            url=url,
+            first_audio_timeout_s=first_audio_timeout_s,
+            keepalive_s=max(stop_frame_timeout_s / 2, 0.01),
+            backoff=Backoff(initial_s=probe_backoff_s, max_s=probe_backoff_max_s),
+        )
         self._watchdog: asyncio.Task | None = None
         #: The latest answer's time from its first LLM token to its first audio, in seconds.
         self.last_time_to_first_audio_s: float | None = None
@@ -293,17 +280,11 @@ class GradiumStreamingTTSService(WebsocketTTSService):
             owner=self,
             connect=self._open_socket,
             on_message=self._on_message,
-            on_lost=self._on_socket_lost,
+            on_lost=self._recovery.on_socket_lost,
             standby=self._standby_sockets,
             max_age_s=self._max_socket_age_s,
             # Every service of the process with this URL and key shares the standby sockets.
             share_key=StandbyPool.sharing_key(self._url, self._api_key),
-        )
-        self._prober = OutageProber(
-            owner=self,
-            probe=self._probe,
-            on_recovered=self._on_recovered,
-            backoff=self._backoff,
         )
         await self._connect_websocket()
 
@@ -326,22 +307,18 @@ class GradiumStreamingTTSService(WebsocketTTSService):
 
     async def _connect_websocket(self):
         """Open the pool's sockets; a failure is reported once and probed in the background."""
-        if self._pool is None or self._auth_failed:
+        if self._pool is None or self._recovery.auth_failed:
             return
         try:
             await self._pool.start()
             await self._call_event_handler("on_connected")
         except Exception as e:
-            await self._report_connect_failure(e, context_id=None)
+            await self._recovery.connect_failed(e, context_id=None)
 
     async def _disconnect_websocket(self):
         """Close every socket (used at stop and cancel)."""
         await self._stop_watchdog()
-        if self._prober:
-            await self._prober.stop()
-        for watch in list(self._watches.values()):
-            await watch.stop()
-        self._watches.clear()
+        await self._recovery.stop()
         if self._pool and not self._pool.stopped:
             await self._pool.stop()
             await self._call_event_handler("on_disconnected")
@@ -433,7 +410,7 @@ class GradiumStreamingTTSService(WebsocketTTSService):
         if req:
             await self._end_request(req)  # a no-op when flush_audio already ended it
         if context_id and not self.audio_context_available(context_id):
-            self._forget_faults(context_id)
+            await self._recovery.forget(context_id)
 
     async def _handle_interruption(self, frame: InterruptionFrame, direction: FrameDirection):
         """Drop the interrupted answers and close the sockets still generating them."""
@@ -443,10 +420,7 @@ class GradiumStreamingTTSService(WebsocketTTSService):
         generating = {r.socket for r in doomed if r.generating}
         for req in doomed:
             self._requests.pop(req.context_id, None)
-            self._forget_faults(req.context_id)
-            watch = self._watches.pop(req.context_id, None)
-            if watch:
-                await watch.stop()
+            await self._recovery.forget(req.context_id)
             if req.socket in generating:
                 continue
             # Nothing is being generated for it: end it politely; the socket stays.
@@ -512,9 +486,9 @@ class GradiumStreamingTTSService(WebsocketTTSService):
         Returns:
             The open request, or None when none can be opened (the reason is reported).
         """
-        if self._pool is None or self._pool.stopped or self._auth_failed or not self.is_usable:
+        if self._pool is None or self._pool.stopped or not self.is_usable:
             return None
-        if context_id in self._dead:
+        if not self._recovery.may_open(context_id):
             return None  # cut or unreachable: one error per answer, never a second request
         current = self._requests.get(context_id)
         if current and not resume and not current.ended:
@@ -529,14 +503,11 @@ class GradiumStreamingTTSService(WebsocketTTSService):
         else:
             context = self._tts_contexts.get(context_id)
             interruptible = context.interruptible if context else True
-        try:
-            assert self._prober is not None
-            await self._prober.try_now()
-            sock = await self._pool.acquire(interruptible=interruptible)
-        except Exception as e:
-            await self._answer_unreachable(context_id, e, reported=resume is not None)
+        sock = await self._recovery.get_socket(
+            context_id, interruptible=interruptible, resume=resume is not None
+        )
+        if sock is None:
             return None
-        self._failures.reset()
         attempt = resume.attempt + 1 if resume else 1
         req = GradiumRequest(
             req_id=continuation_id(context_id, attempt),
@@ -565,15 +536,7 @@ class GradiumStreamingTTSService(WebsocketTTSService):
             return None
         sock.requests.add(req.req_id)
         self._requests[context_id] = req
-        if context_id not in self._watches:
-            self._watches[context_id] = AnswerWatch(
-                owner=self,
-                current=lambda: self._requests.get(context_id),
-                keepalive=lambda: self._refresh_audio_context(context_id),
-                on_overdue=self._on_audio_overdue,
-                keepalive_s=max(self._stop_frame_timeout_s / 2, 0.01),
-                limit_s=self._first_audio_timeout_s,
-            )
+        self._recovery.watch(context_id)
         return req
 
     async def _send_text(self, req: GradiumRequest, text: str) -> None:
@@ -595,9 +558,7 @@ class GradiumStreamingTTSService(WebsocketTTSService):
     async def _finish_request(self, req: GradiumRequest) -> None:
         if self._requests.get(req.context_id) is req:
             del self._requests[req.context_id]
-            watch = self._watches.pop(req.context_id, None)
-            if watch:
-                await watch.stop()
+            await self._recovery.unwatch(req.context_id)
         if self._pool:
             self._pool.release(req.socket, req.req_id)
         if self.audio_context_available(req.context_id):
@@ -651,7 +612,7 @@ class GradiumStreamingTTSService(WebsocketTTSService):
 
     async def _on_message(self, sock: GradiumSocket, msg: ServerMessage) -> None:
         if isinstance(msg, ServerError) and msg.client_req_id is None:
-            await self._on_socket_error(sock, msg)
+            await self._recovery.on_socket_error(sock, msg)
             return
         wire_id = msg.client_req_id or ""
         req = self._requests.get(context_of(wire_id))
@@ -670,7 +631,7 @@ class GradiumStreamingTTSService(WebsocketTTSService):
             await self._release_heard_words(req)
             await self._finish_request(req)
         elif isinstance(msg, ServerError):
-            await self._on_request_error(req, msg)
+            await self._recovery.on_request_error(req, msg)
         elif isinstance(msg, Ready):
             logger.trace(f"{self}: request {req.req_id} ready ({msg.request_id})")
 
@@ -709,8 +670,8 @@ class GradiumStreamingTTSService(WebsocketTTSService):
         # An answer that can get no request (unreachable, unusable service) opens no audio
         # context: Pipecat would hold the pipeline stop_frame_timeout_s waiting for audio.
         if not self.is_usable:
-            self._dead.add(context_id)
-        if context_id in self._dead:
+            self._recovery.dead.add(context_id)
+        if context_id in self._recovery.dead:
             return
         await super()._start_audio_context(context_id)
 
@@ -718,7 +679,7 @@ class GradiumStreamingTTSService(WebsocketTTSService):
         self, src_frame: AggregatedTextFrame, text: str, context_id: str
     ):
         await super()._register_spoken_text(src_frame, text, context_id)
-        if context_id in self._dead and not self.audio_context_available(context_id):
+        if context_id in self._recovery.dead and not self.audio_context_available(context_id):
             # Never spoken: complete its slot at once, with no words, so nothing waits on it.
             await self._apply_force_complete(context_id)
 
@@ -728,7 +689,7 @@ class GradiumStreamingTTSService(WebsocketTTSService):
         An answer cut by a fault (no continuation possible) keeps only the words heard: its
         slots are completed without the word frames Pipecat builds for the rest.
         """
-        if context_id not in self._dead:
+        if context_id not in self._recovery.dead:
             await super()._apply_force_complete(context_id)
             return
         frames = self._aggregated_frame_sequencer.force_complete(
@@ -740,9 +701,8 @@ class GradiumStreamingTTSService(WebsocketTTSService):
 
     async def _record_context_audio_outcome(self, context_id: str, received_audio: bool):
         # An answer already given its error (or cut short) is not reported a second time.
-        if context_id in self._reported:
-            return
-        await super()._record_context_audio_outcome(context_id, received_audio)
+        if context_id not in self._recovery.reported:
+            await super()._record_context_audio_outcome(context_id, received_audio)
 
     async def on_audio_context_completed(self, context_id: str):
         """Forget the fault bookkeeping of an answer whose audio context has ended.
@@ -754,234 +714,24 @@ class GradiumStreamingTTSService(WebsocketTTSService):
         # A cut answer whose LLM still streams stays dead until its turn completes, so none of
         # its later phrases opens a request under a used client_req_id.
         if context_id not in self._requests and context_id != self._turn_context_id:
-            self._forget_faults(context_id)
+            await self._recovery.forget(context_id)
 
-    def _forget_faults(self, context_id: str) -> None:
-        self._dead.discard(context_id)
-        self._reported.discard(context_id)
+    # ------------------------------------------------------------------ used by recovery
 
-    # ------------------------------------------------------------------ faults
+    def _requests_on(self, sock: GradiumSocket) -> list[GradiumRequest]:
+        return [r for r in self._requests.values() if r.socket is sock]
 
-    async def _push_fault(
-        self,
-        message: str,
-        category: ErrorCategory,
-        *,
-        context_id: str | None = None,
-        exception: Exception | None = None,
-        permanent: bool = False,
-    ) -> None:
-        """One ErrorFrame per fault, with any key in the URL masked."""
-        if context_id:
-            self._reported.add(context_id)
-        await self.push_error(
-            error_msg=mask_secrets(message, self._url),
-            exception=exception,
-            category=category,
-            force_treat_as_permanent=permanent,
-        )
-
-    async def _on_socket_error(self, sock: GradiumSocket, msg: ServerError) -> None:
-        if msg.is_auth:
-            await self._fail_auth(msg.message)
-            return
-        sock.error_reported = True
-        await self._push_fault(
-            f"{self}: Gradium error on {sock}: {msg.message} (code {msg.code})",
-            ErrorCategory.SERVER,
-        )
-
-    async def _on_request_error(self, req: GradiumRequest, msg: ServerError) -> None:
-        """Gradium ended one request with an error: continue it like a lost socket."""
-        req.failed = True
-        if msg.code == 1008:
-            # Gradium refused what was sent: sending it again would fail again.
-            await self._push_fault(
-                f"{self}: Gradium rejected request {req.req_id}: {msg.message}",
-                ErrorCategory.INVALID_REQUEST,
-                context_id=req.context_id,
-            )
-            await self._cut(req)
-            return
-        # The socket may be closing after the error (it does when not multiplexed): it takes
-        # no new request, and its loss would be this same fault, already reported.
-        req.socket.error_reported = True
-        if self._pool:
-            self._pool.retire(req.socket)
-        can_continue = self._can_continue(req)
-        action = "re-sending what was not heard" if can_continue else "the answer is cut short"
-        await self._push_fault(
-            f"{self}: Gradium error for request {req.req_id}: {msg.message} "
-            f"(code {msg.code}); {action}",
-            ErrorCategory.SERVER,
-            context_id=req.context_id,
-        )
-        if not (can_continue and await self._continue(req)):
-            await self._cut(req)
-
-    async def _on_socket_lost(self, sock: GradiumSocket, reason: str) -> None:
-        """A socket died under its requests: continue each answer still playing on a new one.
-
-        The continuation re-sends the text whose words were not heard, into the same audio
-        context, so the answer keeps one Started/Stopped pair and loses no words.
-        """
-        # A failed request is already being continued or cut by the fault that failed it.
-        lost = [r for r in self._requests.values() if r.socket is sock and not r.failed]
-        if not lost:
-            return
-        for req in lost:
-            req.failed = True
-        resumable = [r for r in lost if self._can_continue(r)]
-        if not sock.error_reported and not self._auth_failed:
-            action = (
-                f"re-sending what was not heard on a new socket ({len(resumable)} request(s))"
-                if resumable
-                else "those answers are cut short"
-            )
-            await self._push_fault(
-                f"{self}: Gradium socket {reason} during {len(lost)} request(s); {action}",
-                ErrorCategory.CONNECTIVITY,
-            )
-            self._reported.update(r.context_id for r in lost)
-        for req in lost:
-            if not (req in resumable and await self._continue(req)):
-                await self._cut(req)
-
-    def _can_continue(self, req: GradiumRequest) -> bool:
-        return (
-            not self._auth_failed
-            and req.attempt < MAX_ATTEMPTS
-            and self.audio_context_available(req.context_id)
-        )
-
-    async def _continue(self, old: GradiumRequest) -> bool:
-        """Open the continuation of a cut request and re-send the text not heard.
-
-        ``old`` stays registered until the continuation is set up: text sent to it meanwhile
-        is kept in ``old.texts`` (it is failed, so nothing goes on the wire) and is part of
-        what is re-sent.
-        """
-        new = await self._open_request(old.context_id, resume=old)
-        if new is None:
-            return False
-        logger.info(f"{self}: continuing {old.req_id} as {new.req_id} on {new.socket}")
-        if self._pool:
-            self._pool.release(old.socket, old.req_id)
-        unspoken = old.unspoken_text()
-        if unspoken.strip():
-            await self._send_text(new, unspoken)
-        if old.ended:
+    async def _resend(self, new: GradiumRequest, text: str, *, ended: bool) -> None:
+        """Give a continuation the text its cut request had not spoken, and its end if due."""
+        if text.strip():
+            await self._send_text(new, text)
+        if ended:
             await self._end_request(new)
-        elif old.context_id == self._turn_context_id and old.context_id not in self._tts_contexts:
+        elif new.context_id == self._turn_context_id and new.context_id not in self._tts_contexts:
             await self._start_watchdog(new)
-        return True
-
-    async def _cut(self, req: GradiumRequest) -> None:
-        """End an answer that cannot go on: its context keeps only the words heard."""
-        req.done = True
-        self._dead.add(req.context_id)
-        await self._finish_request(req)
-
-    async def _on_audio_overdue(self, req: GradiumRequest, waited_s: float) -> None:
-        """Gradium owed audio longer than the limit: end the request and the answer."""
-        first = req.last_audio_at is None
-        await self._push_fault(
-            f"{self}: Gradium sent no audio for request {req.req_id} in {waited_s:.1f} s "
-            f"({'first audio' if first else 'after the end of the text'}; limit "
-            "first_audio_timeout_s); the answer is cut short and the next one goes on a "
-            "fresh socket",
-            ErrorCategory.SERVER,
-            context_id=req.context_id,
-        )
-        req.failed = True
-        sock = req.socket
-        others = [r for r in self._requests.values() if r.socket is sock and r is not req]
-        if self._pool:
-            # Closing the socket is the only way to end the request on Gradium's side; the
-            # other requests it carried go on elsewhere.
-            self._pool.close_soon(sock)
-        await self._cut(req)
-        for other in others:
-            other.failed = True
-            if not (self._can_continue(other) and await self._continue(other)):
-                await self._cut(other)
-
-    async def _answer_unreachable(self, context_id: str, e: Exception, *, reported: bool) -> None:
-        """No socket for an answer: it ends now, with one error, and Gradium is probed."""
-        self._dead.add(context_id)
-        if self.audio_context_available(context_id):
-            await self.remove_audio_context(context_id)
-        if reported:
-            # A continuation: the fault that cut the request was already reported.
-            self._failures.record(context_id)
-            if self._prober:
-                self._prober.start()
-            return
-        await self._report_connect_failure(e, context_id=context_id)
-
-    async def _report_connect_failure(self, e: Exception, *, context_id: str | None) -> None:
-        if isinstance(e, InvalidStatus) and e.response.status_code in (401, 403):
-            await self._fail_auth(f"HTTP {e.response.status_code}")
-            return
-        if self._prober:
-            self._prober.start()
-        if context_id is None:
-            tail = "; probing in the background"
-            give_up = False
-        else:
-            counted = self._failures.record(context_id)
-            give_up = counted and self._failures.exhausted and self.is_usable
-            tail = (
-                f"; {self._failures.count} answers in a row could not be spoken: the service "
-                "reports itself unusable, and returns by itself when Gradium answers again"
-                if give_up
-                else "; this answer is not spoken, Gradium is probed in the background"
-            )
-        await self._push_fault(
-            f"{self}: cannot connect to Gradium at {self._url}: {e}{tail}",
-            ErrorCategory.CONNECTIVITY,
-            context_id=context_id,
-            exception=e,
-            # Unusable now, so Pipecat's ServiceSwitcher can fail over; probing goes on.
-            permanent=give_up,
-        )
-        await self._call_event_handler("on_connection_error", mask_secrets(str(e), self._url))
-
-    async def _probe(self) -> None:
-        """One connection attempt while Gradium is unreachable (raises on failure)."""
-        assert self._pool is not None
-        try:
-            await self._pool.acquire(interruptible=True)
-        except InvalidStatus as e:
-            if e.response.status_code in (401, 403):
-                await self._fail_auth(f"HTTP {e.response.status_code}")
-            raise
-
-    async def _on_recovered(self) -> None:
-        """Gradium answers again: back in service, the next answer speaks."""
-        self._failures.reset()
-        logger.info(f"{self}: Gradium is reachable again; the service is back in service")
-        await self.set_usable(True)
-        await self._call_event_handler("on_connected")
-
-    async def _fail_auth(self, detail: str) -> None:
-        """A rejected key is permanent: stop connecting and say which variable to fix."""
-        if self._auth_failed:
-            return
-        self._auth_failed = True
-        if self._prober:
-            self._prober.abandon()
-        if self._pool:
-            self._run_pool_stop()
-        await self._push_fault(
-            f"{self}: Gradium rejected the API key ({detail}). Check GRADIUM_API_KEY "
-            "(or api_key=); the service will not reconnect.",
-            ErrorCategory.AUTHENTICATION,
-            permanent=True,
-        )
 
     def _run_pool_stop(self) -> None:
         # Called from a socket's receive task: stopping the pool cancels that task, so it
         # runs as a task of its own.
-        assert self._pool is not None
-        self.create_task(self._pool.stop(), name="gradium-pool-stop")
+        if self._pool:
+            self.create_task(self._pool.stop(), name="gradium-pool-stop")

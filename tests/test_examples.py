@@ -96,3 +96,11 @@ def test_extras_install_both_transports_the_examples_use():
     assert any(r.startswith("espeakng-loader") for r in extras["webrtc"])
     # The suite runs the browser agent and the span tests.
     assert {"webrtc", "runner", "tracing"} <= pipecat_extras("dev")
+
+
+def test_readme_browser_command_runs_the_agent_the_browser_test_runs():
+    readme = (ROOT / "README.md").read_text()
+    line = readme.split("<!-- browser-command -->")[1].split("```bash")[1].split("```")[0].strip()
+    assert line.endswith(".venv/bin/python examples/browser_agent.py")
+    assert '".[webrtc]"' in line
+    assert "http://localhost:7860/client/" in readme

@@ -8,7 +8,10 @@ merged into frames of up to ``max_s``; the first chunks of an answer always go o
 held audio goes out well before playback needs it (a timer covers a pause in generation).
 """
 
+import asyncio
 import time
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 
 class AudioBatch:
@@ -86,3 +89,93 @@ class AudioBatch:
         self._held_bytes = 0
         self._pushed_s += len(pcm) / self._bytes_per_s
         return pcm
+
+
+class AudioBatcher:
+    """The service's :class:`AudioBatch` per request, and the timers that empty them in time.
+
+    The service pushes every chunk through :meth:`add`, empties a request's batch with
+    :meth:`flush` before anything that must follow its audio (its words, its end, a
+    continuation on another socket), and discards it with :meth:`drop` at a barge-in.
+    """
+
+    def __init__(
+        self,
+        push: Callable[[Any, bytes], Awaitable[None]],
+        spawn: Callable[[Coroutine[Any, Any, None]], Any],
+        *,
+        max_s: float = 0.4,
+        lead_s: float = 0.5,
+    ):
+        """Create the batcher.
+
+        Args:
+            push: Pushes one frame of a request's audio.
+            spawn: Runs a coroutine as a task (the service's ``create_task``).
+            max_s: Longest merged frame; 0 pushes every chunk as it arrives.
+            lead_s: Merge only while the audio pushed reaches this far past now.
+        """
+        self._push = push
+        self._spawn = spawn
+        self._max_s = max_s
+        self._lead_s = lead_s
+        self._batches: dict[int, tuple[Any, AudioBatch]] = {}
+        self._timers: dict[int, asyncio.TimerHandle] = {}
+
+    async def add(self, req: Any, pcm: bytes, bytes_per_s: float) -> None:
+        """Push a request's chunk now, or hold it to merge with the next ones.
+
+        Args:
+            req: The request (any object; its identity keys the batch).
+            pcm: The chunk.
+            bytes_per_s: Bytes of PCM per second of audio.
+        """
+        if not self._max_s:
+            await self._push(req, pcm)
+            return
+        entry = self._batches.get(id(req))
+        if entry is None:
+            batch = AudioBatch(bytes_per_s=bytes_per_s, max_s=self._max_s, lead_s=self._lead_s)
+            self._batches[id(req)] = (req, batch)
+        else:
+            batch = entry[1]
+        out = batch.add(pcm)
+        if out:
+            await self._push(req, out)
+        deadline = batch.deadline
+        if deadline is not None and id(req) not in self._timers:
+            # Generation may pause: held audio goes out before playback needs it.
+            self._timers[id(req)] = asyncio.get_running_loop().call_at(
+                deadline, lambda: self._spawn(self.flush(req))
+            )
+
+    async def flush(self, req: Any) -> None:
+        """Push whatever the request's batch holds.
+
+        Args:
+            req: The request.
+        """
+        timer = self._timers.pop(id(req), None)
+        if timer:
+            timer.cancel()
+        entry = self._batches.get(id(req))
+        if entry is not None and entry[1].held:
+            await self._push(req, entry[1].take())
+
+    def drop(self, req: Any) -> None:
+        """Forget the request's batch, held audio included (a barge-in, its end).
+
+        Args:
+            req: The request.
+        """
+        timer = self._timers.pop(id(req), None)
+        if timer:
+            timer.cancel()
+        self._batches.pop(id(req), None)
+
+    def clear(self) -> None:
+        """Forget every batch and cancel every timer."""
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+        self._batches.clear()

@@ -33,7 +33,7 @@ from benchmarks.clients import CLIENTS, FIRST_CHUNK_SWEEP  # noqa: E402
 from benchmarks.emulator import LATENCY_MODEL, start_emulator  # noqa: E402
 from benchmarks.measure import run_barge_in, run_concurrency, run_series  # noqa: E402
 from benchmarks.report import render, render_scale, write_chart  # noqa: E402
-from benchmarks.scale import run_barge_in_load, run_ceiling, run_jitter_ttfa  # noqa: E402
+from benchmarks.scale import run_barge_in_load, run_ceilings, run_jitter_ttfa  # noqa: E402
 from benchmarks.traces import ANSWER_FIRST_6, ANSWER_FIRST_20, STANDARD, TRACES, Trace  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
@@ -214,16 +214,17 @@ async def bench_scale(quick: bool) -> dict[str, Any]:
     }
     try:
         await emu.set_latency(speed=CONCURRENCY_SPEED, **LOAD_EMULATOR)
-        for spec in SCALE_CLIENTS:
-            logger.info(f"ceiling: {spec.label}")
-            out["clients"][spec.key]["ceiling"] = await run_ceiling(
-                emu,
-                spec,
-                CONCURRENCY_TRACE,
-                cfg["levels"],
-                tries=cfg["tries"],
-                time_cap_s=cfg["ceiling_cap_s"],
-            )
+        logger.info("ceiling: every client, level by level")
+        ceilings = await run_ceilings(
+            emu,
+            SCALE_CLIENTS,
+            CONCURRENCY_TRACE,
+            cfg["levels"],
+            tries=cfg["tries"],
+            time_cap_s=cfg["ceiling_cap_s"],
+        )
+        for key, ceiling in ceilings.items():
+            out["clients"][key]["ceiling"] = ceiling
         out["phase_s"]["ceiling"] = time.monotonic() - began
         for spec in SCALE_CLIENTS:
             logger.info(f"barge-in, 1 and {cfg['barge_in_load_sessions']} sessions: {spec.label}")

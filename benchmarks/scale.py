@@ -114,56 +114,60 @@ async def run_level(
     }
 
 
-async def run_ceiling(
+async def run_ceilings(
     emu: EmulatorProcess,
-    spec: ClientSpec,
+    specs: list[ClientSpec],
     trace: Trace,
     levels: list[int],
     *,
     tries: int = 2,
-    time_cap_s: float = 300.0,
-) -> dict[str, Any]:
-    """Raise the number of sessions level by level until one has a gap.
+    time_cap_s: float = 900.0,
+) -> dict[str, dict[str, Any]]:
+    """Raise the number of sessions level by level until each client has a gap.
 
-    A level passes when one of ``tries`` runs has no gap (the machine is shared: one noisy
-    run does not end the search); the search stops at the first level that fails every try,
-    or at the time cap.
+    Levels go in the outer loop and clients in the inner one, so every client meets a level
+    at about the same time (the machine's background load drifts). A level passes for a client
+    when one of ``tries`` runs has no gap; a client leaves the search at the first level it
+    fails every time. The search also stops at the time cap.
 
     Returns:
-        Every run, the highest level passed (the ceiling) and that level's figures.
+        Per client: every run, the highest level passed (the ceiling) and its figures.
     """
-    runs: list[dict[str, Any]] = []
-    passed: dict[str, Any] | None = None
+    out = {s.key: {"runs": [], "ceiling": 0, "at_ceiling": None, "capped": False} for s in specs}
+    active = list(specs)
     began = time.monotonic()
-    capped = False
     for n in levels:
+        if not active:
+            break
         if time.monotonic() - began > time_cap_s:
-            capped = True
+            for spec in active:
+                out[spec.key]["capped"] = True
             break
-        ok = None
-        for attempt in range(tries):
-            row = await run_level(emu, spec, trace, n, seed=4 + attempt)
-            row["attempt"] = attempt + 1
-            runs.append(row)
-            logger.info(
-                f"ceiling {spec.key} N={n}: {row['sessions_with_gap']} with a gap, worst "
-                f"{row['worst_lateness_s']:.3f} s (emulator {row['emulator_worst_lateness_s']:.3f}"
-                f" s), {row['connections_per_session']:.2f} conn/session, "
-                f"{(row['cpu_per_audio_s'] or 0) * 1000:.2f} ms CPU per audio s"
-            )
-            if not row["sessions_with_gap"]:
-                ok = row
-                break
-        if ok is None:
-            break
-        passed = ok
-    return {
-        "runs": runs,
-        "ceiling": passed["sessions"] if passed else 0,
-        "at_ceiling": passed,
-        "highest_tried": runs[-1]["sessions"] if runs else 0,
-        "capped": capped or (passed is not None and passed["sessions"] == levels[-1]),
-    }
+        for spec in list(active):
+            entry = out[spec.key]
+            ok = None
+            for attempt in range(tries):
+                row = await run_level(emu, spec, trace, n, seed=4 + attempt)
+                row["attempt"] = attempt + 1
+                entry["runs"].append(row)
+                logger.info(
+                    f"ceiling {spec.key} N={n}: {row['sessions_with_gap']} with a gap, worst "
+                    f"{row['worst_lateness_s']:.3f} s (emulator "
+                    f"{row['emulator_worst_lateness_s']:.3f} s), "
+                    f"{row['connections_per_session']:.2f} conn/session, "
+                    f"{(row['cpu_per_audio_s'] or 0) * 1000:.2f} ms CPU per audio s"
+                )
+                if not row["sessions_with_gap"]:
+                    ok = row
+                    break
+            if ok is None:
+                active.remove(spec)
+            else:
+                entry["ceiling"], entry["at_ceiling"] = n, ok
+    for spec in active:
+        if out[spec.key]["ceiling"] == levels[-1]:
+            out[spec.key]["capped"] = True
+    return out
 
 
 # --------------------------------------------------------------------------- jitter

@@ -184,7 +184,7 @@ def scale_settings(quick: bool) -> dict[str, Any]:
     return {
         "levels": [32 * k for k in range(1, 11)],
         "tries": 2,
-        "ceiling_cap_s": 300.0,
+        "ceiling_cap_s": 600.0,
         "jitter_sessions": 8,
         "jitter_answers": 8,
         "barge_in_one_rounds": 5,

@@ -35,15 +35,20 @@ class GradiumRequest:
             which Gradium counts from the start of each request's audio.
         texts: Every ``text`` message sent, verbatim (tags included).
         words: ``(word, start_s, stop_s)`` of every word whose timing arrived.
+        released: How many of ``words`` were passed on as heard (their audio fully arrived).
         audio_s: Seconds of audio received.
         has_text: Whether any non-whitespace text was sent.
         ended: ``end_of_stream`` sent (no more text).
         done: The server's ``end_of_stream`` arrived.
+        failed: A fault ended it (lost socket, request error, no audio in time): nothing more
+            is sent on it; text meant for it is kept for its continuation.
         unflushed: Text was sent since the last ``<flush>``; the server may hold words back.
         created_at: When the setup was sent (monotonic seconds).
         first_token_at: When the answer's first LLM token reached the service.
         first_audio_at: When its first audio arrived.
         last_token_at: When its latest LLM token reached the service.
+        owed_since: When Gradium first owed this request audio (a flush or end sent).
+        last_audio_at: When this request's latest audio arrived.
     """
 
     req_id: str
@@ -56,15 +61,19 @@ class GradiumRequest:
     time_offset_s: float = 0.0
     texts: list[str] = field(default_factory=list)
     words: list[tuple[str, float, float]] = field(default_factory=list)
+    released: int = 0
     audio_s: float = 0.0
     has_text: bool = False
     ended: bool = False
     done: bool = False
+    failed: bool = False
     unflushed: bool = False
     created_at: float = field(default_factory=time.monotonic)
     first_token_at: float | None = None
     first_audio_at: float | None = None
     last_token_at: float | None = None
+    owed_since: float | None = None
+    last_audio_at: float | None = None
     _resampler: soxr.ResampleStream | None = None
 
     def __post_init__(self) -> None:
@@ -102,6 +111,8 @@ class GradiumRequest:
             16-bit mono PCM at ``output_rate``.
         """
         self.audio_s += len(pcm) / 2 / self.gradium_rate
+        if pcm:
+            self.last_audio_at = time.monotonic()
         if self._resampler is None:
             return pcm
         samples = np.frombuffer(pcm, dtype=np.int16)
@@ -116,6 +127,8 @@ class GradiumRequest:
         Returns:
             Whether it was sent; a closed socket is reported by its receive task, not here.
         """
+        if self.failed:
+            return False
         try:
             await self.socket.send(message)
             return True
@@ -149,6 +162,8 @@ class GradiumRequest:
             return None
         self.has_text = True
         self.unflushed = not wire.endswith(FLUSH_TAG)
+        if not self.unflushed:
+            self._owe_audio()
         return text
 
     async def flush(self) -> None:
@@ -156,24 +171,94 @@ class GradiumRequest:
         if self.unflushed and await self.send(text_message(FLUSH_TAG, self.req_id)):
             self.texts.append(FLUSH_TAG)
             self.unflushed = False
+            self._owe_audio()
 
     async def end(self) -> None:
         """Send ``end_of_stream`` once: no more text for this request."""
         if not self.ended:
             self.ended = True
-            await self.send(end_of_stream_message(self.req_id))
+            if await self.send(end_of_stream_message(self.req_id)) and self.has_text:
+                self._owe_audio()
 
-    def unspoken_text(self) -> str:
-        """The text sent whose words were never timed, spacing kept and tags removed.
+    def _owe_audio(self) -> None:
+        if self.owed_since is None:
+            self.owed_since = time.monotonic()
+
+    def audio_owed_since(self) -> float | None:
+        """Since when Gradium owes this request audio it has not sent, if it does.
+
+        Before the first audio: from the first flush or end. After it: once the request has
+        ended, from the latest audio (after end_of_stream the audio runs without gaps).
 
         Returns:
-            What a continuation on a fresh socket re-sends: the source words after the last one
-            Gradium reported speaking, with the whitespace that followed them.
+            A ``time.monotonic()`` value, or None when no audio is owed.
         """
-        plain = _TAG.sub("", self.sent_text)
-        words = _WORD.findall(plain)
-        return "".join(words[len(self.words) :])
+        if self.failed or self.done or self.owed_since is None:
+            return None
+        if self.last_audio_at is None:
+            return self.owed_since
+        if self.ended:
+            return max(self.last_audio_at, self.owed_since)
+        return None
+
+    def add_word(self, text: str, start_s: float, stop_s: float) -> None:
+        """Record Gradium's timing of the request's next word.
+
+        Args:
+            text: The word as Gradium reported it.
+            start_s: Its start, in seconds of this request's audio.
+            stop_s: Its end.
+        """
+        self.words.append((text, start_s, stop_s))
+
+    @property
+    def heard(self) -> int:
+        """Words whose audio has fully arrived (their ``stop_s`` is covered by the audio)."""
+        covered = self.audio_s + 1e-3 if not self.done else float("inf")
+        n = self.released
+        while n < len(self.words) and self.words[n][2] <= covered:
+            n += 1
+        return n
+
+    def take_heard(self) -> list[tuple[str, float]]:
+        """The words newly heard since the last call, for Pipecat's word timestamps.
+
+        Returns:
+            ``(word, start_s)`` pairs, in order.
+        """
+        n = self.heard
+        out = [(w, start) for w, start, _ in self.words[self.released : n]]
+        self.released = n
+        return out
+
+    def unspoken_text(self) -> str:
+        """The text sent from the first source word not heard, for a continuation to re-send.
+
+        The single place where Gradium's word reports meet the source text: the n-th report
+        is taken as the n-th source word, words being split at whitespace and at tags the way
+        Gradium reads them (``Wait<break time="1s"/>now`` is two words). A word counts only
+        when its audio fully arrived, so a word cut mid-way is re-sent. ``<flush>`` tags are
+        dropped (the continuation flushes its own text); other tags after the cut are kept.
+
+        Returns:
+            The remaining text, starting at a word, or "" when every word was heard.
+        """
+        text = self.sent_text
+        starts = [m.start() for m in _TOKEN.finditer(text) if not m.group().startswith("<")]
+        n = self.heard
+        if n >= len(starts):
+            return ""
+        return _FLUSH.sub(_flush_gap, text[starts[n] :])
 
 
-_TAG = re.compile(r"<[^>]*>")
-_WORD = re.compile(r"\S+\s*")
+#: A tag, or a source word: a run of characters that are neither whitespace nor ``<``.
+_TOKEN = re.compile(r"<[^<>]*>|[^\s<]+")
+_FLUSH = re.compile(r"<\s*flush\s*/?\s*>")
+
+
+def _flush_gap(m: re.Match[str]) -> str:
+    # A flush between two words still separates them; elsewhere it leaves nothing.
+    text = m.string
+    before = text[m.start() - 1 : m.start()]
+    after = text[m.end() : m.end() + 1]
+    return " " if before and after and not before.isspace() and not after.isspace() else ""

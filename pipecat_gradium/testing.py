@@ -336,14 +336,21 @@ class PipelineHarness:
 
 
 async def start_pipeline(
-    service: FrameProcessor, *, sample_rate: int = 24000, metrics: bool = True, paced: bool = False
+    service: FrameProcessor,
+    *,
+    sample_rate: int = 24000,
+    metrics: bool = True,
+    downstream: Sequence[FrameProcessor] = (),
+    paced: bool = False,
 ) -> PipelineHarness:
-    """Start ``[recorder, service, recorder]`` in a real worker and wait until it runs.
+    """Start ``[recorder, service, recorder, *downstream]`` in a real worker; wait until it runs.
 
     Args:
         service: The processor under test.
         sample_rate: The pipeline's output rate.
         metrics: Whether to enable Pipecat metrics.
+        downstream: Real Pipecat parts after the service (e.g. the assistant context
+            aggregator), fed what the service outputs.
         paced: Add a :class:`PacedPlayer` at the end, playing the audio in real time.
 
     Returns:
@@ -353,7 +360,7 @@ async def start_pipeline(
     down = FrameRecorder(FrameDirection.DOWNSTREAM)
     player = PacedPlayer() if paced else None
     worker = PipelineWorker(
-        Pipeline([up, service, down, *([player] if player else [])]),
+        Pipeline([up, service, down, *downstream, *([player] if player else [])]),
         params=PipelineParams(
             audio_out_sample_rate=sample_rate,
             enable_metrics=metrics,

@@ -28,6 +28,8 @@ FAULT_HELP: dict[Fault, str] = {
     Fault.MALFORMED_JSON: "a non-JSON text frame after --fault-after-chunks chunks, then go on",
     Fault.UNKNOWN_MESSAGES: "send need_more_text after ready and flushed after each flush",
     Fault.REFUSE_CONNECTION: "refuse the WebSocket upgrade with HTTP 503",
+    Fault.REQUEST_ERROR: "after --fault-after-chunks chunks: error 1011 for that request only",
+    Fault.RESET_MID_WORD: "from --fault-after-chunks chunks on: TCP reset inside a timed word",
 }
 
 INSTALL_HINT = (

@@ -367,7 +367,11 @@ class Connection:
         )
         self.stats.requests.append(stats)
         self.emulator.stats.requests.append(stats)
-        req = Request(self, config, stats, self.emulator.latency, self.emulator.take_hold(req_id))
+        faults = self.emulator.take_request_faults()
+        stats.faults = sorted(f.value for f in faults)
+        req = Request(
+            self, config, stats, self.emulator.latency, self.emulator.take_hold(req_id), faults
+        )
         self.requests[config.client_req_id] = req
         self._all_requests.append(req)
         self.stats_changed()

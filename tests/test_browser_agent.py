@@ -196,6 +196,12 @@ async def test_agent_speaks_answers_and_is_interrupted_in_a_real_browser(tmp_pat
                 executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_FLAGS
             )
             page = await browser.new_page()
+            # The URL the README gives serves Pipecat's prebuilt page, set to SmallWebRTC.
+            await page.goto(f"{base}/client/")
+            await page.get_by_role("button", name="Connect").wait_for(timeout=15000)
+            await page.get_by_text("SmallWebRTC").first.wait_for(timeout=5000)
+            OUT.mkdir(exist_ok=True)
+            await page.screenshot(path=str(OUT / "prebuilt_page.png"))
             # Served from the agent's own origin, so /start and /api/offer are same-origin.
             await page.route(
                 f"{base}/_test/page.html",
@@ -250,7 +256,6 @@ async def test_agent_speaks_answers_and_is_interrupted_in_a_real_browser(tmp_pat
             )
             await page.wait_for_timeout(300)
             probe = await page.evaluate("window.probe")
-            OUT.mkdir(exist_ok=True)
             screenshot = OUT / "browser_agent.png"
             await page.screenshot(path=str(screenshot))
             await browser.close()

@@ -52,6 +52,7 @@ from pipecat_gradium.protocol import (
 )
 from pipecat_gradium.recovery import Backoff, Recovery, context_of, continuation_id, mask_secrets
 from pipecat_gradium.requests import GradiumRequest
+from pipecat_gradium.tracing import note_first_audio, traced_tts
 
 DEFAULT_URL = "wss://api.gradium.ai/api/speech/tts"
 DEFAULT_VOICE = "YTpq7expH9539ERJ"
@@ -372,6 +373,7 @@ class GradiumStreamingTTSService(WebsocketTTSService):
         if req and context_id not in self._tts_contexts:
             await self._start_watchdog(req)
 
+    @traced_tts
     async def run_tts(self, text: str, context_id: str) -> AsyncGenerator[Frame | None, None]:
         """Send one phrase of the answer; its audio arrives on the socket's receive task.
 
@@ -641,6 +643,7 @@ class GradiumStreamingTTSService(WebsocketTTSService):
             if req.first_token_at is not None:
                 ttfa = req.first_audio_at - req.first_token_at
                 self.last_time_to_first_audio_s = ttfa
+                note_first_audio(self, req.context_id, ttfa)
                 logger.debug(f"{self}: time to first audio from first token {ttfa * 1000:.0f} ms")
         pcm = req.convert(msg.pcm)
         if pcm:

@@ -6,6 +6,7 @@ benchmarks and the offline demo. Run it from a shell with ``python -m pipecat_gr
 
 from .faults import Fault, Hold
 from .latency import LatencyModel
+from .normalize import WordReports
 from .server import GradiumEmulator
 from .stats import ConnectionStats, EmulatorStats, RequestStats
 from .voice import VoiceUnavailableError
@@ -19,4 +20,5 @@ __all__ = [
     "LatencyModel",
     "RequestStats",
     "VoiceUnavailableError",
+    "WordReports",
 ]

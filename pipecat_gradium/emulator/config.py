@@ -33,6 +33,7 @@ class RequestConfig:
         model_name: The model name echoed in ``ready``.
         padding_bonus: Speaking-rate knob (negative is faster).
         close_ws_on_eos: Whether the server closes the socket after this request ends.
+        rewrite_rules: ``json_config.rewrite_rules``: the text normalisation, or None.
     """
 
     client_req_id: str | None
@@ -40,6 +41,7 @@ class RequestConfig:
     model_name: str
     padding_bonus: float
     close_ws_on_eos: bool
+    rewrite_rules: str | None = None
 
 
 def _json_config(value: Any) -> dict[str, Any]:
@@ -113,4 +115,5 @@ def parse_setup(msg: dict[str, Any]) -> RequestConfig:
         model_name=model,
         padding_bonus=float(config.get("padding_bonus", 0.0)),
         close_ws_on_eos=close,
+        rewrite_rules=config.get("rewrite_rules"),
     )

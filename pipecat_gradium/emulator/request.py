@@ -17,6 +17,7 @@ from .audio import CHUNK_S, encode, resample, wav_header
 from .config import RequestConfig
 from .faults import Fault, Hold
 from .latency import LatencyModel
+from .normalize import WordReports, rules_language, spoken_words
 from .stats import RequestStats
 from .text import Break, Flush, Item, Word, parse, word_times, words_text
 
@@ -216,35 +217,54 @@ class Request:
         words: list[_SpokenWord] = []
         offset = 0
         run: list[str] = []
+        lang = rules_language(self.config.rewrite_rules)
+        per_source = self.conn.emulator.word_reports is WordReports.SOURCE
 
         async def flush_run() -> None:
             nonlocal offset
             if not run:
                 return
+            # rewrite_rules: speak "24" as "twenty four"; report spoken or source words.
+            spoken = [spoken_words(w, lang) for w in run]
             if self.latency.voice_cache:
                 # Load runs: each word's audio once, reused; word timings stay exact.
-                for w in run:
-                    clip = voice.cached_word(w, wpm, rate)
-                    if clip is None:
-                        clip = await asyncio.to_thread(voice.synthesize_word, w, wpm, rate)
-                    samples, speech = clip
-                    words.append(_SpokenWord(w, offset / rate, (offset + speech) / rate))
-                    parts.append(samples)
-                    offset += len(samples)
+                for source, group in zip(run, spoken, strict=True):
+                    reported: list[tuple[str, int, int]] = []
+                    for w in group:
+                        clip = voice.cached_word(w, wpm, rate)
+                        if clip is None:
+                            clip = await asyncio.to_thread(voice.synthesize_word, w, wpm, rate)
+                        samples, speech = clip
+                        reported.append((w, offset, offset + speech))
+                        parts.append(samples)
+                        offset += len(samples)
+                    if per_source and reported:
+                        reported = [(source, reported[0][1], reported[-1][2])]
+                    words.extend(_SpokenWord(t, a / rate, b / rate) for t, a, b in reported)
                 run.clear()
                 return
+            said = [s for group in spoken for s in group]
             synth = await asyncio.to_thread(
-                voice.synthesize, words_text(run), wpm, lambda: self.stopped
+                voice.synthesize, words_text(said), wpm, lambda: self.stopped
             )
             loud = np.flatnonzero(np.abs(synth.samples.astype(np.int32)) > _SILENCE)
             speech_end = int(loud[-1]) + 1 if loud.size else len(synth.samples)
-            times = word_times(run, synth.words, len(synth.samples), speech_end)
+            times = word_times(said, synth.words, len(synth.samples), speech_end)
             out = resample(synth.samples, voice.ESPEAK_RATE, rate)
             scale = rate / voice.ESPEAK_RATE
-            for w, (a, b) in zip(run, times, strict=True):
-                words.append(
-                    _SpokenWord(w, (offset + a * scale) / rate, (offset + b * scale) / rate)
+            k = 0
+            for source, group in zip(run, spoken, strict=True):
+                span = times[k : k + len(group)]
+                k += len(group)
+                reported = (
+                    [(source, span[0][0], span[-1][1])]
+                    if per_source
+                    else [(s, a, b) for s, (a, b) in zip(group, span, strict=True)]
                 )
+                for text, a, b in reported:
+                    words.append(
+                        _SpokenWord(text, (offset + a * scale) / rate, (offset + b * scale) / rate)
+                    )
             parts.append(out)
             offset += len(out)
             run.clear()

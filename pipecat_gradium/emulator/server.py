@@ -15,6 +15,7 @@ from . import voice
 from .connection import Connection
 from .faults import Fault, Hold, parse_faults
 from .latency import LatencyModel
+from .normalize import WordReports
 from .stats import EmulatorStats
 
 TTS_ROUTES = ("/api/speech/tts", "/speech/tts")
@@ -54,8 +55,15 @@ class GradiumEmulator:
         idle_timeout_s: float = 180.0,
         fault_after_chunks: int = 3,
         slow_first_audio_s: float = 2.0,
+        word_reports: WordReports | str = WordReports.SPOKEN,
     ) -> None:
-        """Configure the emulator (nothing runs until it is entered or started)."""
+        """Configure the emulator (nothing runs until it is entered or started).
+
+        ``word_reports`` says what the word reports carry when ``rewrite_rules`` rewrites a
+        word (``"24"`` spoken as "twenty four"): ``"spoken"`` (one report per spoken word) or
+        ``"source"`` (one report per source word, spanning its spoken words). Gradium's choice
+        is not documented; the client must handle both.
+        """
         self.api_key = api_key
         self.host = host
         self.port = port
@@ -65,6 +73,7 @@ class GradiumEmulator:
         self.idle_timeout_s = idle_timeout_s
         self.fault_after_chunks = fault_after_chunks
         self.slow_first_audio_s = slow_first_audio_s
+        self.word_reports = WordReports(word_reports)
         self.stats = EmulatorStats()
         self._handshake_rng = self.latency.rng("handshake")
         self._next_faults: list[Fault] = []

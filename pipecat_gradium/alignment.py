@@ -1,0 +1,300 @@
+"""Gradium's word reports mapped onto the source words of the text sent.
+
+Gradium reports one ``text`` message per word it speaks. With ``rewrite_rules`` set, it
+rewrites numbers, times, prices and abbreviations before speaking them, and whether its reports
+then carry the spoken words (``"twenty"``, ``"four"``) or the source words (``"24"``) is not
+documented. Tags (``<flush>``, ``<break .../>``) are never reported, symbols and emoji may not
+be. :class:`WordAligner` maps either kind of report back onto the source words, in one place,
+for the two things that need it:
+
+* the text frames: each report yields the source words it stands for, so the assistant context
+  holds the LLM's own ``"24"``, shown once, when Gradium starts speaking it;
+* the continuation after a cut: :meth:`WordAligner.unspoken_text` is the source text from the
+  first word not wholly heard, so no word is lost and at most one is said twice.
+
+Matching compares *keys*: a word's letters and digits, case-folded (``"Don't,"`` -> ``"dont"``).
+A report matches the next source word when the keys are equal or one continues the other (a
+hyphenated word reported in two parts, two words reported as one). It may pass over source
+words Gradium did not report: symbols and emoji freely; up to :data:`MAX_SKIP` plain words on
+an exact match; never a word that rewriting may change (:func:`rewritable`: ``"twenty"`` may
+be the start of ``"24"``), except in the middle of a rewrite, where only such words may be
+passed (``"24 24 items"``: both rewrites are taken for the first). A report that matches nothing
+is part of a rewrite: of the current word when that one is being rewritten, else of the next.
+
+A source word counts as heard once its key was matched in full, or once a later word started;
+the word being rewritten at a cut is not heard, so it is re-sent (the one word said twice).
+This relies on one assumption, since where a rewrite ends is only known when the next word
+starts: **a rewrite's spoken words do not contain the word that follows it** (``"24 four"``
+spoken "twenty four four" breaks it: the first "four" is taken for the text's, and a cut right
+there loses it). Two rewritten words in a row are one rewrite to the aligner: a cut inside
+them re-sends both.
+"""
+
+from dataclasses import dataclass, field
+
+from pipecat_gradium.phrases import GRADIUM_TAG
+from pipecat_gradium.protocol import FLUSH_TAG
+
+__all__ = ["SourceWord", "WordAligner", "rewritable", "source_words", "word_key"]
+
+#: Source words a report may skip over, on an exact match, when Gradium dropped some.
+MAX_SKIP = 3
+
+# How far the current source word is matched.
+_DONE = 0  # in full: heard
+_PARTIAL = 2  # its key's first part ("well" of "well-known")
+_REWRITE = 3  # reports that match nothing: Gradium's rewrite of it ("twenty" for "24")
+
+
+def word_key(word: str) -> str:
+    """The letters and digits of a word, case-folded: what matching compares.
+
+    Args:
+        word: A source word or a reported word.
+
+    Returns:
+        The key; empty for punctuation, symbols and most emoji.
+    """
+    return "".join(c for c in word.casefold() if c.isalnum())
+
+
+def rewritable(word: str) -> bool:
+    """Whether Gradium's normalisation may rewrite a word: digits, or symbols inside it.
+
+    Args:
+        word: A source word.
+
+    Returns:
+        True for ``"24"``, ``"8:15"``, ``"$5"``, ``"e.g."``, ``"Dr."``; False for plain words
+        with punctuation around them (``"Hello,"``, ``"(yes)"``).
+    """
+    if any(c.isdigit() for c in word):
+        return True
+    core = word.strip(_AROUND)
+    return any(not c.isalnum() for c in core) or (word.endswith(".") and len(core) <= 3)
+
+
+_AROUND = ".,;:!?…\"'“”‘’()[]{}*_"
+
+
+@dataclass(frozen=True)
+class SourceWord:
+    """One word of the text sent: a run of non-whitespace between whitespace or Gradium tags.
+
+    Attributes:
+        text: The word as sent (before ``<`` was escaped for the wire).
+        start: Its offset in the request's text.
+        end: The offset just past it.
+        key: :func:`word_key` of the text.
+    """
+
+    text: str
+    start: int
+    end: int
+    key: str
+
+
+def source_words(text: str) -> list[SourceWord]:
+    """Split text into source words; whitespace and Gradium's tags separate them.
+
+    Args:
+        text: Text as sent to Gradium, tags included.
+
+    Returns:
+        The words in order.
+    """
+    words: list[SourceWord] = []
+    pos = 0
+    for m in [*GRADIUM_TAG.finditer(text), None]:
+        end = m.start() if m else len(text)
+        i = pos
+        while i < end:
+            if text[i].isspace():
+                i += 1
+                continue
+            j = i
+            while j < end and not text[j].isspace():
+                j += 1
+            words.append(SourceWord(text[i:j], i, j, word_key(text[i:j])))
+            i = j
+        pos = m.end() if m else end
+    return words
+
+
+@dataclass
+class WordAligner:
+    """Aligns one request's word reports with the text sent for it.
+
+    Attributes:
+        already_shown: Leading source words a previous request of the same answer already
+            showed (a continuation re-sends the word that was cut): they are not shown again.
+    """
+
+    already_shown: int = 0
+    _text: str = ""
+    _words: list[SourceWord] = field(default_factory=list)
+    _cur: int = -1  # the word being matched, or -1 before the first report
+    _consumed: int = 0  # characters of its key matched so far
+    _state: int = 0  # how far it is matched: _DONE, _PARTIAL or _REWRITE
+    _shown: int = 0  # source words shown so far (all before the cursor, and the cursor)
+    _heard_after: list[int] = field(default_factory=list)  # words heard after each report
+
+    @property
+    def text(self) -> str:
+        """Everything sent, as Gradium concatenated it (tags included, ``<`` unescaped)."""
+        return self._text
+
+    @property
+    def words(self) -> list[SourceWord]:
+        """The source words of the text sent so far."""
+        return self._words
+
+    @property
+    def shown(self) -> int:
+        """Source words shown so far, counting the ones an earlier request showed."""
+        return max(self._shown, self.already_shown)
+
+    @property
+    def reports(self) -> int:
+        """Reports aligned so far."""
+        return len(self._heard_after)
+
+    def add_text(self, text: str) -> None:
+        """Record text sent, exactly as concatenated by Gradium (tags never split).
+
+        Args:
+            text: One ``text`` message's text, before ``<`` was escaped.
+        """
+        self._text += text
+        self._words = source_words(self._text)
+
+    def add_report(self, word: str) -> str | None:
+        """Align one reported word.
+
+        Args:
+            word: The ``text`` of one of Gradium's word reports.
+
+        Returns:
+            The source text to show for it (one or more source words joined by spaces), or
+            None when the words it stands for were already shown (the rest of a rewrite, a
+            punctuation report, a word a previous request showed).
+        """
+        shown = self._align(word_key(word), word.strip())
+        self._heard_after.append(self._heard())
+        return shown
+
+    def heard(self, reports: int | None = None) -> int:
+        """Source words heard, counting only the first ``reports`` reports as heard.
+
+        Args:
+            reports: How many reports (in order) had their audio fully arrive; None for all.
+
+        Returns:
+            The number of leading source words wholly heard.
+        """
+        n = self.reports if reports is None else min(reports, self.reports)
+        return self._heard_after[n - 1] if n > 0 else 0
+
+    def unspoken_text(self, reports: int | None = None) -> str:
+        """What a continuation re-sends: the text from the first source word not wholly heard.
+
+        ``<flush>`` tags are dropped (the continuation places its own), ``<break>`` tags and
+        the spacing stay.
+
+        Args:
+            reports: How many reports had their audio fully arrive; None for all.
+
+        Returns:
+            The text, or ``""`` when every source word was heard.
+        """
+        heard = self.heard(reports)
+        if heard >= len(self._words):
+            return ""
+        return self._text[self._words[heard].start :].replace(FLUSH_TAG, "")
+
+    # -- matching -------------------------------------------------------------
+
+    def _heard(self) -> int:
+        if self._cur < 0:
+            return 0
+        return self._cur + 1 if self._state == _DONE else self._cur
+
+    def _move(self, j: int, consumed: int, state: int) -> None:
+        self._cur, self._consumed, self._state = j, consumed, state
+
+    def _align(self, key: str, raw: str) -> str | None:
+        words = self._words
+        cur = self._cur
+        nxt = cur + 1
+        # A rewrite (or a word reported in parts) is under way: its end is not known yet.
+        rewriting = cur >= 0 and self._state in (_PARTIAL, _REWRITE)
+        if not key:
+            # A symbol or emoji reported as sent stands for that word; else for nothing new.
+            if nxt < len(words) and words[nxt].text == raw:
+                self._move(nxt, 0, _DONE)
+                return self._show(nxt)
+            return None
+        if self._state == _PARTIAL:
+            rest = words[cur].key[self._consumed :]
+            if rest.startswith(key):  # "well" then "known" for "well-known"
+                self._consumed += len(key)
+                if self._consumed == len(words[cur].key):
+                    self._state = _DONE
+                return None
+        skipped = 0
+        j = nxt
+        while j < len(words) and skipped <= MAX_SKIP:
+            wk = words[j].key
+            if not wk:
+                j += 1
+                continue
+            if self._match(j, key, exact=skipped > 0):
+                return self._show(nxt)
+            if rewritable(words[j].text) != rewriting:
+                # Mid-rewrite, only words that are rewritten too may have been passed (their
+                # rewrite taken for the current one's): "four" of "24 Hello four" is not
+                # the text's "four". Otherwise a rewritten word is never dropped: "twenty"
+                # may be the start of "24".
+                break
+            skipped += not rewriting  # mid-rewrite, any number of rewritten words may pass
+            j += 1
+        if rewriting:
+            return None  # more of the current rewrite ("four" of "twenty four")
+        # The start of the next word's rewrite ("eight" for "8:15", "and" for "&").
+        if nxt >= len(words):
+            return None  # a report past the text sent: nothing to show
+        self._move(nxt, 0, _REWRITE)
+        return self._show(nxt)
+
+    def _match(self, j: int, key: str, *, exact: bool) -> bool:
+        """Try to start word j with the report's key; on success move the cursor there."""
+        words = self._words
+        wk = words[j].key
+        if key == wk:
+            self._move(j, len(wk), _DONE)
+            return True
+        if exact:
+            return False
+        if wk.startswith(key):  # the first part of a word reported in parts
+            self._move(j, len(key), _PARTIAL)
+            return True
+        # Several source words reported as one ("1111And"): consume them while they fit.
+        rest, m = key, j
+        while m < len(words) and rest.startswith(words[m].key):
+            rest = rest[len(words[m].key) :]
+            if not rest:
+                self._move(m, len(words[m].key), _DONE)
+                return True
+            m += 1
+        if m > j and m < len(words) and words[m].key.startswith(rest):
+            self._move(m, len(rest), _PARTIAL)
+            return True
+        return False
+
+    def _show(self, first: int) -> str | None:
+        """The words from ``first`` to the cursor, minus those already shown."""
+        start = max(first, self.shown)
+        self._shown = max(self._shown, self._cur + 1)
+        if start > self._cur:
+            return None
+        return " ".join(w.text for w in self._words[start : self._cur + 1])

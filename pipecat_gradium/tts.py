@@ -128,7 +128,7 @@ class GradiumStreamingTTSService(WebsocketTTSService):
         stop_frame_timeout_s: float = 3.0,
         first_audio_timeout_s: float = 10.0,
         probe_backoff_s: float = 0.5,
-        probe_backoff_max_s: float = 15.0,
+        probe_backoff_max_s: float = 5.0,
         **kwargs,
     ):
         """Create the service.

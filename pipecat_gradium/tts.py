@@ -37,6 +37,7 @@ from pipecat.utils.types import NOT_GIVEN, NotGiven, is_given
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import InvalidStatus
 
+from pipecat_gradium.batching import AudioBatcher
 from pipecat_gradium.connection import ConnectionPool, GradiumSocket, StandbyPool
 from pipecat_gradium.phrases import ChunkMode, PhraseAggregator
 from pipecat_gradium.protocol import (
@@ -129,6 +130,7 @@ class GradiumStreamingTTSService(WebsocketTTSService):
         first_audio_timeout_s: float = 10.0,
         probe_backoff_s: float = 0.5,
         probe_backoff_max_s: float = 5.0,
+        audio_batch_s: float = 0.4,
         **kwargs,
     ):
         """Create the service.
@@ -158,6 +160,10 @@ class GradiumStreamingTTSService(WebsocketTTSService):
                 after the answer ended); past it the answer ends with one error.
             probe_backoff_s: First wait before probing an unreachable Gradium again.
             probe_backoff_max_s: Longest wait between probes (doubling from the first).
+            audio_batch_s: While Gradium is more than 0.5 s ahead of playback, its 80 ms
+                chunks are merged into frames of up to this long (every frame costs the
+                pipeline the same CPU, so this halves the CPU per audio second under load);
+                0 pushes each chunk as it arrives.
             **kwargs: Passed to Pipecat's ``WebsocketTTSService``.
 
         Raises:
@@ -211,6 +217,11 @@ class GradiumStreamingTTSService(WebsocketTTSService):
         self._standby_sockets = standby_sockets
         self._max_socket_age_s = max_socket_age_s
         self._connect_timeout_s = connect_timeout_s
+        self._batcher = AudioBatcher(
+            self._push_frame,
+            lambda coro: self.create_task(coro, name="gradium-audio-batch"),
+            max_s=audio_batch_s,
+        )
         self._phrases = PhraseAggregator(
             chunking=chunking,
             first_chunk_words=first_chunk_words,
@@ -281,7 +292,7 @@ class GradiumStreamingTTSService(WebsocketTTSService):
             owner=self,
             connect=self._open_socket,
             on_message=self._on_message,
-            on_lost=self._recovery.on_socket_lost,
+            on_lost=self._on_socket_lost,
             standby=self._standby_sockets,
             max_age_s=self._max_socket_age_s,
             # Every service of the process with this URL and key shares the standby sockets.
@@ -319,6 +330,7 @@ class GradiumStreamingTTSService(WebsocketTTSService):
     async def _disconnect_websocket(self):
         """Close every socket (used at stop and cancel)."""
         await self._stop_watchdog()
+        self._batcher.clear()
         await self._recovery.stop()
         if self._pool and not self._pool.stopped:
             await self._pool.stop()
@@ -422,6 +434,7 @@ class GradiumStreamingTTSService(WebsocketTTSService):
         generating = {r.socket for r in doomed if r.generating}
         for req in doomed:
             self._requests.pop(req.context_id, None)
+            self._batcher.drop(req)
             await self._recovery.forget(req.context_id)
             if req.socket in generating:
                 continue
@@ -558,6 +571,8 @@ class GradiumStreamingTTSService(WebsocketTTSService):
             self._pool.release(req.socket, req.req_id)
 
     async def _finish_request(self, req: GradiumRequest) -> None:
+        await self._batcher.flush(req)  # audio received before the end (or a cut) was heard
+        self._batcher.drop(req)
         if self._requests.get(req.context_id) is req:
             del self._requests[req.context_id]
             await self._recovery.unwatch(req.context_id)
@@ -652,6 +667,11 @@ class GradiumStreamingTTSService(WebsocketTTSService):
             await self._release_heard_words(req)
 
     async def _push_audio(self, req: GradiumRequest, pcm: bytes) -> None:
+        await self._batcher.add(req, pcm, bytes_per_s=self.sample_rate * 2)
+
+    async def _push_frame(self, req: GradiumRequest, pcm: bytes) -> None:
+        if self._requests.get(req.context_id) is not req:
+            return  # interrupted or replaced while its audio was held
         frame = TTSAudioRawFrame(pcm, self.sample_rate, 1, context_id=req.context_id)
         await self.append_to_audio_context(req.context_id, frame)
 
@@ -663,6 +683,7 @@ class GradiumStreamingTTSService(WebsocketTTSService):
         """
         heard = req.take_heard()
         if heard:
+            await self._batcher.flush(req)  # the words go after their audio
             await self.add_word_timestamps(
                 [(word, start + req.time_offset_s) for word, start in heard], req.context_id
             )
@@ -720,6 +741,12 @@ class GradiumStreamingTTSService(WebsocketTTSService):
             await self._recovery.forget(context_id)
 
     # ------------------------------------------------------------------ used by recovery
+
+    async def _on_socket_lost(self, sock: GradiumSocket, reason: str) -> None:
+        # The audio held for the socket's requests was heard: it goes before a continuation's.
+        for req in self._requests_on(sock):
+            await self._batcher.flush(req)
+        await self._recovery.on_socket_lost(sock, reason)
 
     def _requests_on(self, sock: GradiumSocket) -> list[GradiumRequest]:
         return [r for r in self._requests.values() if r.socket is sock]

@@ -227,14 +227,20 @@ class PipelineHarness:
 
 
 async def start_pipeline(
-    service: FrameProcessor, *, sample_rate: int = 24000, metrics: bool = True
+    service: FrameProcessor,
+    *,
+    sample_rate: int = 24000,
+    metrics: bool = True,
+    downstream: Sequence[FrameProcessor] = (),
 ) -> PipelineHarness:
-    """Start ``[recorder, service, recorder]`` in a real worker and wait until it runs.
+    """Start ``[recorder, service, recorder, *downstream]`` in a real worker; wait until it runs.
 
     Args:
         service: The processor under test.
         sample_rate: The pipeline's output rate.
         metrics: Whether to enable Pipecat metrics.
+        downstream: Real Pipecat parts after the service (e.g. the assistant context
+            aggregator), fed what the service outputs.
 
     Returns:
         The running harness; call :meth:`PipelineHarness.stop` when done.
@@ -242,7 +248,7 @@ async def start_pipeline(
     up = FrameRecorder(FrameDirection.UPSTREAM)
     down = FrameRecorder(FrameDirection.DOWNSTREAM)
     worker = PipelineWorker(
-        Pipeline([up, service, down]),
+        Pipeline([up, service, down, *downstream]),
         params=PipelineParams(
             audio_out_sample_rate=sample_rate,
             enable_metrics=metrics,

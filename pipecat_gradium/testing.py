@@ -9,6 +9,7 @@ import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from pipecat.frames.frames import (
     CancelFrame,
@@ -27,6 +28,9 @@ from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.worker import PipelineParams, PipelineWorker
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.workers.runner import WorkerRunner
+
+if TYPE_CHECKING:
+    from pipecat_gradium.emulator.stats import EmulatorStats, RequestStats
 
 
 def subword_tokens(text: str, *, max_piece: int = 5) -> list[str]:
@@ -64,6 +68,41 @@ def subword_tokens(text: str, *, max_piece: int = 5) -> list[str]:
     if tail:
         tokens.append(tail)
     return tokens
+
+
+def answer_requests(stats: "EmulatorStats", index: int = 0) -> list["RequestStats"]:
+    """The emulator's records of one answer: its first request, then its continuations.
+
+    Args:
+        stats: The emulator's stats.
+        index: Which answer (0: the first one the emulator saw).
+
+    Returns:
+        The requests whose ``client_req_id`` is the answer's or ``<it>#2``, ``#3``..., in order.
+    """
+    firsts = [r for r in stats.requests if r.client_req_id and "#" not in r.client_req_id]
+    context_id = firsts[index].client_req_id
+    return [r for r in stats.requests if (r.client_req_id or "").partition("#")[0] == context_id]
+
+
+def heard_once(requests: Sequence["RequestStats"]) -> tuple[list[str], int]:
+    """The source words an answer's requests spoke in full, a word repeated at a cut once.
+
+    Args:
+        requests: One answer's requests, in order (see :func:`answer_requests`).
+
+    Returns:
+        The words, and how many cuts repeated a word (re-sent because its audio was cut).
+    """
+    words: list[str] = []
+    repeats = 0
+    for r in requests:
+        heard = list(r.heard_words)
+        if words and heard and heard[0] == words[-1]:
+            heard = heard[1:]
+            repeats += 1
+        words.extend(heard)
+    return words, repeats
 
 
 @dataclass

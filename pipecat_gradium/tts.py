@@ -33,13 +33,14 @@ from pipecat.services.tts_service import TextAggregationMode, WebsocketTTSServic
 from pipecat.transcriptions.language import Language
 from pipecat.utils.errors import ErrorCategory
 from pipecat.utils.text.base_text_aggregator import Aggregation, TextType
+from pipecat.utils.text.transforms import StripMarkdown
 from pipecat.utils.types import NOT_GIVEN, NotGiven, is_given
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import InvalidStatus
 
 from pipecat_gradium.batching import AudioBatcher
 from pipecat_gradium.connection import ConnectionPool, GradiumSocket, StandbyPool
-from pipecat_gradium.phrases import ChunkMode, PhraseAggregator
+from pipecat_gradium.phrases import ChunkMode, PhraseAggregator, split_message, wire_text
 from pipecat_gradium.protocol import (
     Audio,
     EndOfStream,
@@ -129,8 +130,9 @@ class GradiumStreamingTTSService(WebsocketTTSService):
         stop_frame_timeout_s: float = 3.0,
         first_audio_timeout_s: float = 10.0,
         probe_backoff_s: float = 0.5,
-        probe_backoff_max_s: float = 15.0,
+        probe_backoff_max_s: float = 5.0,
         audio_batch_s: float = 0.4,
+        strip_markdown: bool = True,
         **kwargs,
     ):
         """Create the service.
@@ -164,6 +166,8 @@ class GradiumStreamingTTSService(WebsocketTTSService):
                 chunks are merged into frames of up to this long (every frame costs the
                 pipeline the same CPU, so this halves the CPU per audio second under load);
                 0 pushes each chunk as it arrives.
+            strip_markdown: Run Pipecat's ``strip_markdown`` transform first, so markers and
+                link URLs are not read aloud (the context keeps the LLM's text either way).
             **kwargs: Passed to Pipecat's ``WebsocketTTSService``.
 
         Raises:
@@ -198,6 +202,11 @@ class GradiumStreamingTTSService(WebsocketTTSService):
             default_settings.apply_update(settings)
         kwargs.setdefault("reconnect_on_error", False)
         self._warned_languages: set[str] = set()  # the base's __init__ may already warn
+        if strip_markdown:
+            transforms = list(kwargs.get("text_transforms") or [])
+            if not any(isinstance(t, StripMarkdown) for _, t in transforms):
+                transforms.insert(0, ("*", StripMarkdown()))
+            kwargs["text_transforms"] = transforms
         super().__init__(
             text_aggregation_mode=TextAggregationMode.SENTENCE,
             push_text_frames=False,
@@ -222,6 +231,7 @@ class GradiumStreamingTTSService(WebsocketTTSService):
             lambda coro: self.create_task(coro, name="gradium-audio-batch"),
             max_s=audio_batch_s,
         )
+        self._max_chunk_chars = max_chunk_chars
         self._phrases = PhraseAggregator(
             chunking=chunking,
             first_chunk_words=first_chunk_words,
@@ -555,6 +565,12 @@ class GradiumStreamingTTSService(WebsocketTTSService):
         return req
 
     async def _send_text(self, req: GradiumRequest, text: str) -> None:
+        # What goes on the wire: no control characters, no '<' that could open a tag Gradium
+        # does not know, no message longer than max_chunk_chars (cut between words).
+        for piece in split_message(wire_text(text), self._max_chunk_chars):
+            await self._send_message(req, piece)
+
+    async def _send_message(self, req: GradiumRequest, text: str) -> None:
         sent = await req.send_text(text, flush_first=self._flush_after_first_chunk)
         if sent is not None:
             await self.start_tts_usage_metrics(sent)
@@ -563,7 +579,7 @@ class GradiumStreamingTTSService(WebsocketTTSService):
         if newer is not None and newer is not req and req.texts:
             # The continuation was opened while this send failed: the text goes there.
             req.texts.pop()
-            await self._send_text(newer, text)
+            await self._send_message(newer, text)
 
     async def _end_request(self, req: GradiumRequest, *, forget: bool = False) -> None:
         await req.end()

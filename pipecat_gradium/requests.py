@@ -48,6 +48,7 @@ class GradiumRequest:
         first_audio_at: When its first audio arrived.
         last_token_at: When its latest LLM token reached the service.
         owed_since: When Gradium first owed this request audio (a flush or end sent).
+        ended_at: When ``end_of_stream`` was sent.
         last_audio_at: When this request's latest audio arrived.
     """
 
@@ -73,6 +74,7 @@ class GradiumRequest:
     first_audio_at: float | None = None
     last_token_at: float | None = None
     owed_since: float | None = None
+    ended_at: float | None = None
     last_audio_at: float | None = None
     _resampler: soxr.ResampleStream | None = None
 
@@ -177,6 +179,7 @@ class GradiumRequest:
         """Send ``end_of_stream`` once: no more text for this request."""
         if not self.ended:
             self.ended = True
+            self.ended_at = time.monotonic()
             if await self.send(end_of_stream_message(self.req_id)) and self.has_text:
                 self._owe_audio()
 
@@ -188,7 +191,8 @@ class GradiumRequest:
         """Since when Gradium owes this request audio it has not sent, if it does.
 
         Before the first audio: from the first flush or end. After it: once the request has
-        ended, from the latest audio (after end_of_stream the audio runs without gaps).
+        ended, from the latest audio or the end, whichever is later (after end_of_stream the
+        audio runs without gaps; before it, the LLM may pause as long as it likes).
 
         Returns:
             A ``time.monotonic()`` value, or None when no audio is owed.
@@ -197,8 +201,8 @@ class GradiumRequest:
             return None
         if self.last_audio_at is None:
             return self.owed_since
-        if self.ended:
-            return max(self.last_audio_at, self.owed_since)
+        if self.ended and self.ended_at is not None:
+            return max(self.last_audio_at, self.ended_at)
         return None
 
     def add_word(self, text: str, start_s: float, stop_s: float) -> None:

@@ -11,6 +11,7 @@ Set ``FAULT_MATRIX_REPORT=<path>`` to write the figures measured (README's fault
 """
 
 import asyncio
+import dataclasses
 import json
 import os
 import time
@@ -189,6 +190,28 @@ async def test_slow_first_audio_past_the_limit_is_one_error_and_the_next_answer_
             "limit_s": 0.5,
             "next_answer_words_heard": f"{len(nxt[0].heard_words)}/{len(LONG.split())}",
         }
+        await nothing_left_open(emu)
+
+
+async def test_llm_pause_longer_than_the_limit_after_audio_started_is_no_fault():
+    """A tool call mid-answer: Gradium owes nothing while the LLM is quiet, then speaks the rest."""
+    # Gradium takes 0.3 s to speak after the end: the watch looks in between.
+    latency = dataclasses.replace(FAST, model_delay_s=0.3)
+    async with GradiumEmulator(api_key="test-key", latency=latency) as emu:
+        tts = service(emu, first_audio_timeout_s=0.6, quiet_flush_s=0.1)
+        h = await run(tts)
+        try:
+            await h.speak_answer("Let me check the weather for you. ", end=False)
+            await h.down.wait_for(lambda: len(h.audio_frames()) > 0, timeout=5)
+            await asyncio.sleep(1.2)  # the tool call: twice the limit
+            await h.speak_answer("It is sunny and warm today.", start=False)
+            await h.down.wait_for(lambda: stopped(h) >= 1, timeout=10)
+        finally:
+            await h.stop()
+        assert h.errors() == []
+        expected = "Let me check the weather for you. It is sunny and warm today.".split()
+        assert answer_requests(emu.stats)[0].heard_words == expected
+        assert words_out(h) == expected
         await nothing_left_open(emu)
 
 

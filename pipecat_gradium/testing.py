@@ -127,6 +127,7 @@ class FrameRecorder(FrameProcessor):
         self._direction = direction
         self.records: list[Recorded] = []
         self._changed = asyncio.Condition()
+        self._waiting = 0
         self.on_frame: Callable[[Frame], None] | None = None
 
     async def process_frame(self, frame: Frame, direction: FrameDirection):
@@ -141,8 +142,9 @@ class FrameRecorder(FrameProcessor):
             self.records.append(Recorded(time.monotonic(), frame))
             if self.on_frame:
                 self.on_frame(frame)
-            async with self._changed:
-                self._changed.notify_all()
+            if self._waiting:  # no lock round-trip per frame when nobody waits
+                async with self._changed:
+                    self._changed.notify_all()
         await self.push_frame(frame, direction)
 
     def frames(self, kind: type | tuple[type, ...] = Frame) -> list:
@@ -164,7 +166,11 @@ class FrameRecorder(FrameProcessor):
             async with self._changed:
                 await self._changed.wait_for(predicate)
 
-        await asyncio.wait_for(check(), timeout)
+        self._waiting += 1
+        try:
+            await asyncio.wait_for(check(), timeout)
+        finally:
+            self._waiting -= 1
 
 
 class PacedPlayer(FrameProcessor):

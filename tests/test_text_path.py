@@ -1,0 +1,134 @@
+"""The text path end to end: what goes on the wire and what the assistant context holds.
+
+Real parts only: the service in a Pipecat pipeline, Pipecat's own assistant context aggregator
+downstream, Pipecat's markdown transform and filter where a bot would use them, the emulator
+on 127.0.0.1 speaking and reporting words (with ``rewrite_rules`` where the answer has
+numbers).
+"""
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import pytest
+from pipecat.frames.frames import TTSTextFrame
+from pipecat.processors.aggregators.llm_context import LLMContext
+from pipecat.processors.aggregators.llm_response_universal import LLMAssistantAggregator
+from pipecat.utils.text.markdown_text_filter import MarkdownTextFilter
+from pipecat.utils.text.transforms import strip_markdown
+
+from pipecat_gradium import GradiumStreamingTTSService
+from pipecat_gradium.emulator import GradiumEmulator
+from pipecat_gradium.phrases import GRADIUM_TAG
+from pipecat_gradium.testing import PipelineHarness, start_pipeline
+
+pytestmark = pytest.mark.timeout(30)
+
+
+@asynccontextmanager
+async def run(tts: GradiumStreamingTTSService) -> AsyncIterator[tuple[PipelineHarness, LLMContext]]:
+    """The service with Pipecat's assistant aggregator downstream; stopped on the way out."""
+    context = LLMContext()
+    h = await start_pipeline(tts, downstream=[LLMAssistantAggregator(context)])
+    try:
+        yield h, context
+    finally:
+        await h.stop()
+
+
+def assistant_text(context: LLMContext) -> str:
+    return " ".join(
+        str(m.get("content", "")) for m in context.get_messages() if m.get("role") == "assistant"
+    )
+
+
+def wire(emu: GradiumEmulator) -> list[str]:
+    """Every text message the emulator received, in order."""
+    return [t for r in emu.stats.requests for t in r.texts]
+
+
+def spoken(emu: GradiumEmulator) -> list[str]:
+    """Every word the emulator reported speaking."""
+    return [w for r in emu.stats.requests for w, _, _ in r.words]
+
+
+async def answer(h: PipelineHarness, emu: GradiumEmulator, tokens: list[str], **kw) -> None:
+    """Speak one answer and wait until its audio and words are through and the context set."""
+    n = len(emu.stats.requests) - (0 if kw.get("start", True) else 1)
+    await h.speak_answer("", tokens=tokens, **kw)
+    await emu.stats.wait_for(lambda s: len(s.requests) > n and s.requests[-1].finished)
+    await h.down.wait_for(lambda: bool(h.down.frames(TTSTextFrame)))
+
+
+async def test_quiet_flush_never_cuts_a_word(emu: GradiumEmulator, make_tts):
+    """The LLM pauses after " 3." (next token "14") longer than quiet_flush_s."""
+    async with run(make_tts(quiet_flush_s=0.1)) as (h, context):
+        await h.speak_answer("", tokens=["Pi", " is", " about", " 3."], end=False)
+        # The quiet flush sends the complete words and a <flush>; "3." stays: it may still grow.
+        await emu.stats.wait_for(lambda s: sum(t == "<flush>" for t in wire(emu)) == 1)
+        await asyncio.sleep(0.3)  # the LLM is still quiet: nothing more may go out meanwhile
+        # The first phrase with its flush; then "about " and a flush: "3." is held.
+        assert wire(emu) == ["Pi is <flush>", "about ", "<flush>"]
+        await answer(h, emu, ["14", " and", " e.g.", " more."], start=False)
+    assert not any(m.rstrip(" <flush>").endswith("3.") for m in wire(emu))
+    assert "3.14" in spoken(emu)
+    assert assistant_text(context) == "Pi is about 3.14 and e.g. more."
+
+
+LINK = ["Read", " [the", " guide", ",", " part", " one", "](https://", "example.com/guide)"]
+MARKDOWN = [*LINK, " first", ".", " It", " is", " **very", " clear", "**", " for", " all", "."]
+MARKDOWN_TEXT = "".join(MARKDOWN)
+
+
+@pytest.mark.parametrize(
+    "option",
+    [
+        {},  # the default: strip_markdown=True
+        {"strip_markdown": False, "text_transforms": [("*", strip_markdown)]},
+        {"strip_markdown": False, "text_filters": [MarkdownTextFilter()]},
+    ],
+    ids=["default", "strip_markdown", "MarkdownTextFilter"],
+)
+async def test_markdown_reaches_filters_whole(emu: GradiumEmulator, make_tts, option):
+    async with run(make_tts(**option)) as (h, context):
+        await answer(h, emu, MARKDOWN)
+    sent = "".join(wire(emu)).replace("<flush>", "")
+    # Whole spans reached the filter: no URL, no markers on the wire or in the audio.
+    assert "https" not in sent and "example" not in sent and "*" not in sent
+    assert "Read the guide, part one first." in " ".join(sent.split())
+    assert " ".join(spoken(emu)) == "Read the guide, part one first. It is very clear for all."
+    # The context keeps the LLM's own text, as Pipecat's transforms intend.
+    assert assistant_text(context) == MARKDOWN_TEXT
+
+
+async def test_stray_less_than_is_never_sent_and_the_context_keeps_it(
+    emu: GradiumEmulator, make_tts
+):
+    text = "If a < b and c > d then a<3 hearts, ok."
+    async with run(make_tts()) as (h, context):
+        await answer(h, emu, [text[i : i + 4] for i in range(0, len(text), 4)])
+    sent = "".join(wire(emu))
+    assert "<" not in GRADIUM_TAG.sub("", sent)
+    # Every word is spoken (none swallowed as a tag); the context shows the LLM's text.
+    assert [w.replace("\u2039", "<") for w in spoken(emu)] == text.split()
+    assert assistant_text(context) == text
+
+
+async def test_control_characters_and_a_huge_word(emu: GradiumEmulator, make_tts):
+    huge = "x" * 300
+    text = f"Bell\x07 and\x1b[0m escape\r\nline {huge} end."
+    async with run(make_tts(max_chunk_chars=40)) as (h, context):
+        await answer(h, emu, [text])
+    messages = wire(emu)
+    assert all(len(m) <= 40 for m in messages), [len(m) for m in messages]
+    sent = "".join(messages).replace("<flush>", "")
+    assert not any(ord(c) < 32 and c not in "\t\n" for c in sent)
+    assert sent.split() == ["Bell", "and", "[0m", "escape", "line", huge, "end."]
+
+
+async def test_markdown_is_sent_as_written_when_stripping_is_off(emu: GradiumEmulator, make_tts):
+    async with run(make_tts(strip_markdown=False)) as (h, context):
+        await answer(h, emu, MARKDOWN)
+    # Spans are still whole on the wire (one message holds the whole link).
+    assert any("[the guide, part one](https://example.com/guide)" in m for m in wire(emu))
+    assert assistant_text(context) == MARKDOWN_TEXT

@@ -14,6 +14,7 @@ import asyncio
 import dataclasses
 import json
 import os
+import re
 import time
 from collections.abc import Callable
 
@@ -86,6 +87,11 @@ def words_out(h: PipelineHarness, context_id: str | None = None) -> list[str]:
         for f in h.down.frames(TTSTextFrame)
         if context_id is None or f.context_id == context_id
     ]
+
+
+def sent_words(req: RequestStats) -> list[str]:
+    """The source words a request received, tags read as separators (as Gradium reads them)."""
+    return re.sub(r"<[^<>]*>", " ", req.text).split()
 
 
 def assistant_text(context: LLMContext) -> str:
@@ -234,8 +240,9 @@ async def test_request_error_while_the_llm_streams_is_continued_under_a_new_id()
         assert second.client_req_id == f"{first.client_req_id}#2"
         ids = [r.client_req_id for r in emu.stats.requests]
         assert len(ids) == len(set(ids)), "never two requests with one client_req_id"
-        # The LLM was still streaming: the continuation got the re-sent text, then more.
-        assert len(second.texts) > 1 and second.finished
+        # The LLM was still streaming when the error came: the rest went to the continuation.
+        assert len(sent_words(first)) < len(LONG.split()) and second.finished
+        assert sent_words(second) == LONG.split()[len(first.heard_words) :]
         words, repeats = heard_once(reqs)
         assert words == LONG.split() and repeats <= 1
         assert words_out(h) == LONG.split()
@@ -272,7 +279,10 @@ async def test_request_error_after_the_llm_ended_is_continued():
         first, second = reqs
         assert first.error is not None
         assert second.client_req_id == f"{first.client_req_id}#2"
-        assert len(second.texts) == 1 and second.eos_at is not None and second.finished
+        # All text was in before the error: the continuation re-sent the unheard part, then ended.
+        assert sent_words(first) == LONG.split() and first.eos_at is not None
+        assert sent_words(second) == LONG.split()[len(first.heard_words) :]
+        assert second.eos_at is not None and second.finished
         words, repeats = heard_once(reqs)
         assert words == LONG.split() and repeats <= 1
         assert words_out(h) == LONG.split()

@@ -279,9 +279,11 @@ async def test_request_error_after_the_llm_ended_is_continued():
         first, second = reqs
         assert first.error is not None
         assert second.client_req_id == f"{first.client_req_id}#2"
-        # All text was in before the error: the continuation re-sent the unheard part, then ended.
+        # All text was in before the error: the continuation re-sent the unheard part, then ended,
+        # in messages no longer than max_chunk_chars (80).
         assert sent_words(first) == LONG.split() and first.eos_at is not None
         assert sent_words(second) == LONG.split()[len(first.heard_words) :]
+        assert second.texts and all(len(t.replace("<flush>", "")) <= 80 for t in second.texts)
         assert second.eos_at is not None and second.finished
         words, repeats = heard_once(reqs)
         assert words == LONG.split() and repeats <= 1

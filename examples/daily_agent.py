@@ -4,18 +4,45 @@ Deepgram hears the user, OpenAI answers, Gradium speaks. Barge-in works out of t
 user talks over the bot, the answer's Gradium socket is closed (Gradium stops generating) and the
 next answer starts on a standby socket, so it pays no handshake.
 
-Needs the ``daily`` extra and keys::
+Needs the ``daily`` extra and keys (in the environment or a ``.env`` file)::
 
-    pip install -e ".[daily]" && pip install "pipecat-ai[deepgram,runner]"
+    pip install -e ".[daily]"
     export GRADIUM_API_KEY=... DEEPGRAM_API_KEY=... OPENAI_API_KEY=... DAILY_API_KEY=...
-    python examples/daily_agent.py --transport daily      # or no flag: local WebRTC page
+    python examples/daily_agent.py --transport daily    # Pipecat's runner creates a Daily room
+    python examples/daily_agent.py --transport webrtc   # local WebRTC page, no DAILY_API_KEY
 
-Pipecat's development runner creates the Daily room and prints the URL to join.
+Open the URL the runner prints (http://localhost:7860). For a first try with no keys at all, run
+``examples/browser_agent.py`` instead.
 """
 
 import os
+import sys
 
-from loguru import logger
+from dotenv import load_dotenv
+
+load_dotenv(override=True)
+
+
+def missing_keys(argv: list[str]) -> list[str]:
+    """The API keys this run needs that are not set (DAILY_API_KEY only for Daily)."""
+    needed = ["GRADIUM_API_KEY", "DEEPGRAM_API_KEY", "OPENAI_API_KEY"]
+    transport = next(
+        (argv[i + 1] for i, a in enumerate(argv[:-1]) if a in ("-t", "--transport")),
+        next((a.split("=", 1)[1] for a in argv if a.startswith("--transport=")), None),
+    )
+    if transport in (None, "daily") or "-d" in argv or "--direct" in argv:
+        needed.append("DAILY_API_KEY")
+    return [key for key in needed if not os.getenv(key)]
+
+
+if __name__ == "__main__" and (missing := missing_keys(sys.argv[1:])):
+    # Said once, before Pipecat loads or anything starts.
+    sys.exit(
+        f"Missing {', '.join(missing)}: set them in the environment or a .env file "
+        "(--transport webrtc needs no DAILY_API_KEY; examples/browser_agent.py needs none)."
+    )
+
+from loguru import logger  # noqa: E402
 from pipecat.audio.vad.silero import SileroVADAnalyzer
 from pipecat.frames.frames import LLMRunFrame
 from pipecat.pipeline.pipeline import Pipeline
@@ -43,8 +70,8 @@ SYSTEM_PROMPT = (
 
 async def run_bot(transport: BaseTransport, handle_sigint: bool) -> None:
     """Build the pipeline and run it until the user leaves."""
-    stt = DeepgramSTTService(api_key=os.environ["DEEPGRAM_API_KEY"])
-    llm = OpenAILLMService(api_key=os.environ["OPENAI_API_KEY"])
+    stt = DeepgramSTTService(api_key=os.getenv("DEEPGRAM_API_KEY", ""))
+    llm = OpenAILLMService(api_key=os.getenv("OPENAI_API_KEY"))
     # api_key=None reads GRADIUM_API_KEY; the pipeline's output rate (24 kHz) is asked of
     # Gradium directly, so nothing is resampled.
     tts = GradiumStreamingTTSService(
@@ -76,10 +103,12 @@ async def run_bot(transport: BaseTransport, handle_sigint: bool) -> None:
         ),
     )
 
-    @transport.event_handler("on_client_connected")
-    async def on_client_connected(transport, client):
-        logger.info("Client connected: greeting")
-        context.add_message({"role": "user", "content": "Say hello and ask how you can help."})
+    @worker.rtvi.event_handler("on_client_ready")
+    async def on_client_ready(rtvi):
+        logger.info("Client ready: greeting")
+        context.add_message(
+            {"role": "developer", "content": "Start by concisely introducing yourself."}
+        )
         await worker.queue_frames([LLMRunFrame()])
 
     @transport.event_handler("on_client_disconnected")

@@ -2,8 +2,10 @@
 
 A real Pipecat pipeline. A scripted LLM streams sub-word tokens at 33 tokens/s after a 300 ms time
 to first token; the service turns them into Gradium requests; the audio is written to
-``out/demo.wav``. The second answer is interrupted by the user one second into its audio (a
-barge-in), and the third answer starts on a standby socket.
+``out/demo.wav`` as a listener hears it: played in real time, as a transport plays it (the
+service delivers audio faster than that). The second answer is interrupted by the user after one
+second of it has played (a barge-in): what had not played is dropped, as a transport drops it,
+and the third answer starts on a standby socket.
 
 Without ``GRADIUM_API_KEY`` it runs on the embedded Gradium emulator (eSpeak NG voice, Gradium's
 protocol and a stated latency model), so it needs no key and no internet. With the key set it
@@ -24,7 +26,7 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 
 from loguru import logger
-from pipecat.frames.frames import InterruptionFrame, TTSStoppedFrame
+from pipecat.frames.frames import InterruptionFrame
 
 from pipecat_gradium import GradiumStreamingTTSService
 from pipecat_gradium.testing import start_pipeline
@@ -62,28 +64,41 @@ async def run(out: Path, rate: int) -> None:
             )
 
         tts = GradiumStreamingTTSService(api_key=key, url=url)
-        h = await start_pipeline(tts, sample_rate=rate)
+        h = await start_pipeline(tts, sample_rate=rate, paced=True)
+        player = h.player
+        assert player is not None
         try:
             completed = 0
             for i, answer in enumerate(ANSWERS, start=1):
-                started = len(h.audio_frames())
+                played, delivered = len(player.played), len(h.audio_frames())
                 timing = await h.speak_answer(answer, tokens_per_s=TOKENS_PER_S, ttft_s=TTFT_S)
                 if i == 2:
-                    # The user talks over the bot one second into this answer's audio.
-                    await h.down.wait_for(lambda s=started: h.audio_seconds(since=s) >= 1.0, 30)
+                    # The user talks over the bot once a second of this answer has played.
+                    await player.wait_for(
+                        lambda p=played: player.seconds(since=p) >= BARGE_IN_AFTER_S, 30
+                    )
+                    cuts = len(player.interruptions)
                     await h.send(InterruptionFrame())
-                    note = f", barge-in after {BARGE_IN_AFTER_S:.1f} s of its audio"
+                    await player.wait_for(lambda c=cuts: len(player.interruptions) > c, 10)
+                    heard = player.seconds(since=played, until=player.interruptions[-1])
+                    sent = h.audio_seconds(since=delivered)
+                    note = (
+                        f", then the barge-in ({sent:.2f} s of it had been delivered; the "
+                        "rest is dropped, as a transport drops it)"
+                    )
                 else:
                     completed += 1
-                    await h.down.wait_for(lambda n=completed: answer_done(h, n), 60)
+                    # Delivered in full to the player, and all of it played (or playing).
+                    await player.wait_for(lambda n=completed: player.stops >= n and player.idle, 60)
+                    heard = player.seconds(since=played)
                     note = ""
                 ttfa = timing.ttfa
                 shown = f"{ttfa * 1000:.0f} ms" if ttfa is not None else "n/a"
-                print(f"answer {i}: time to first audio {shown}{note}")
+                print(f"answer {i}: time to first audio {shown}, {heard:.2f} s played{note}")
         finally:
             await h.stop()
 
-        audio = b"".join(f.audio for f in h.audio_frames())
+        audio = b"".join(f.audio for f in player.played)
         out.parent.mkdir(parents=True, exist_ok=True)
         with wave.open(str(out), "wb") as wav:
             wav.setnchannels(1)
@@ -95,11 +110,6 @@ async def run(out: Path, rate: int) -> None:
         if errors:
             print(f"{len(errors)} error(s): " + "; ".join(e.error for e in errors))
             sys.exit(1)
-
-
-def answer_done(h, n: int) -> bool:
-    """Whether ``n`` answers have been fully spoken."""
-    return len(h.down.frames(TTSStoppedFrame)) >= n
 
 
 def main() -> None:

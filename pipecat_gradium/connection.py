@@ -1,13 +1,17 @@
-"""Sockets to Gradium: a small pool with a receive task per socket and standby sockets.
+"""Sockets to Gradium: each service's active sockets, and standby sockets shared by the process.
 
 Pipecat's ``WebsocketService`` assumes one socket and treats any close as a failure. This plugin
 closes a socket on purpose at every barge-in (the only way to stop Gradium generating), so its
 sockets live here instead:
 
 * the *active* socket of each kind (interruptible speech, uninterruptible speech) carries that
-  kind's requests, multiplexed by ``client_req_id``;
+  kind's requests, multiplexed by ``client_req_id``; it belongs to one service, so a barge-in
+  closes only that service's socket;
 * *standby* sockets are opened in advance, so the answer after a barge-in (or a rotation) does
-  not wait for a handshake;
+  not wait for a handshake. They live in a :class:`StandbyPool` shared by every service of the
+  process that talks to the same URL with the same key (LiveKit Agents' connection pool is the
+  model: prewarm, reuse, invalidate). Its size follows how often sockets are taken (barge-ins),
+  not how many services there are, so 160 sessions cost about 160 sockets, not 480;
 * intentional closes run in tracked background tasks and never wait for the close handshake on
   the caller's path;
 * a socket older than ``max_age_s`` takes no new request and closes once its requests finish,
@@ -15,9 +19,13 @@ sockets live here instead:
 """
 
 import asyncio
+import collections
+import hashlib
 import itertools
+import math
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+import weakref
+from collections.abc import Awaitable, Callable, Coroutine, Hashable
 from typing import Any, Protocol
 
 from loguru import logger
@@ -94,10 +102,330 @@ class GradiumSocket:
 
 MessageHandler = Callable[[GradiumSocket, ServerMessage], Awaitable[None]]
 LostHandler = Callable[[GradiumSocket, str], Awaitable[None]]
+Connector = Callable[[], Awaitable[ClientConnection]]
+
+
+async def _close_ws(sock: GradiumSocket) -> None:
+    try:
+        await sock.ws.close()
+    except Exception as e:
+        logger.debug(f"Gradium: closing {sock}: {e}")
+
+
+class StandbyPool:
+    """Idle sockets kept open in advance, shared by every service with the same URL and key.
+
+    Obtain one with :meth:`for_key` (one per event loop and key). Services join it with their
+    wanted standby size; it keeps ``max(sizes)`` sockets open, plus enough to cover the rate at
+    which sockets were taken over the last ``rate_window_s`` during one handshake (twice the
+    measured handshake time), never more than one per member beyond the base. It is closed when
+    its last member leaves.
+
+    It runs its own asyncio tasks (refill, a watcher per idle socket, background closes): they
+    belong to no single service, which may stop while others go on.
+    """
+
+    _registry: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Hashable, StandbyPool]]"
+    _registry = weakref.WeakKeyDictionary()
+
+    def __init__(
+        self,
+        key: Hashable,
+        *,
+        refill_backoff_s: float = 1.0,
+        healthy_age_s: float = 5.0,
+        max_quick_deaths: int = 5,
+        rate_window_s: float = 10.0,
+    ):
+        """Create an empty pool; members bring its size and their way to connect.
+
+        Args:
+            key: What services sharing it have in common (URL and a digest of the key).
+            refill_backoff_s: Wait before retrying a failed connection; doubles with every idle
+                socket the server closes young.
+            healthy_age_s: An idle socket closed by the server younger than this counts as a
+                failure, so a server that drops idle sockets at once cannot cause a storm.
+            max_quick_deaths: After this many such closes in a row, refills pause until a socket
+                serves a request (:meth:`note_healthy`).
+            rate_window_s: How far back taken sockets count towards the size.
+        """
+        self.key = key
+        self._refill_backoff_s = refill_backoff_s
+        self._healthy_age_s = healthy_age_s
+        self._max_quick_deaths = max_quick_deaths
+        self._rate_window_s = rate_window_s
+        self._members: dict[Any, tuple[int, float, Connector]] = {}
+        self._idle: list[GradiumSocket] = []
+        self._watchers: dict[GradiumSocket, asyncio.Task] = {}
+        self._background: set[asyncio.Task] = set()
+        self._takes: collections.deque[float] = collections.deque()
+        self._connect_s = 0.1  # running estimate of one handshake
+        self._quick_deaths = 0
+        self._refill_task: asyncio.Task | None = None
+        self._wake = asyncio.Event()
+        self.opened = 0  # sockets opened over the pool's life (benchmarks, tests)
+
+    @classmethod
+    def for_key(cls, key: Hashable, **kwargs: Any) -> "StandbyPool":
+        """The running loop's pool for ``key``, created on first use.
+
+        Args:
+            key: The sharing key.
+            **kwargs: Passed to the constructor when it is created.
+
+        Returns:
+            The shared pool.
+        """
+        pools = cls._registry.setdefault(asyncio.get_running_loop(), {})
+        pool = pools.get(key)
+        if pool is None:
+            pool = pools[key] = cls(key, **kwargs)
+        return pool
+
+    @staticmethod
+    def sharing_key(url: str, api_key: str) -> tuple[str, str]:
+        """The key under which services share standby sockets: the URL and a key digest.
+
+        Args:
+            url: The WebSocket URL.
+            api_key: The API key (only its digest is kept).
+
+        Returns:
+            The key.
+        """
+        return url, hashlib.sha256(api_key.encode()).hexdigest()[:16]
+
+    # ------------------------------------------------------------------ members
+
+    @property
+    def members(self) -> int:
+        """Services sharing the pool."""
+        return len(self._members)
+
+    @property
+    def idle(self) -> list[GradiumSocket]:
+        """The standby sockets open now."""
+        return list(self._idle)
+
+    def join(self, member: Any, *, size: int, max_age_s: float, connect: Connector) -> None:
+        """Add a service (or update its wishes).
+
+        Args:
+            member: The service's pool (any hashable identity).
+            size: The standby sockets it asks for.
+            max_age_s: Age after which it would take no new request on a socket.
+            connect: Opens one authenticated WebSocket.
+        """
+        self._members[member] = (size, max_age_s, connect)
+
+    async def leave(self, member: Any) -> None:
+        """Remove a service; the last one out closes every standby socket and ends the tasks.
+
+        Args:
+            member: The service's pool.
+        """
+        self._members.pop(member, None)
+        if self._members:
+            return
+        pools = self._registry.get(asyncio.get_running_loop(), {})
+        if pools.get(self.key) is self:
+            del pools[self.key]
+        if self._refill_task:
+            self._refill_task.cancel()
+            await asyncio.gather(self._refill_task, return_exceptions=True)
+            self._refill_task = None
+        idle, self._idle = self._idle, []
+        for sock in idle:
+            self._discard(sock)
+        while self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
+
+    @property
+    def size(self) -> int:
+        """How many idle sockets the pool aims to hold now."""
+        if not self._members:
+            return 0
+        base = max(size for size, _, _ in self._members.values())
+        if base == 0:
+            return 0
+        now = time.monotonic()
+        while self._takes and self._takes[0] < now - self._rate_window_s:
+            self._takes.popleft()
+        rate = len(self._takes) / self._rate_window_s
+        extra = math.ceil(rate * 2 * self._connect_s)
+        return base + min(extra, len(self._members))
+
+    @property
+    def max_age_s(self) -> float:
+        """The strictest age limit of the members."""
+        return min((age for _, age, _ in self._members.values()), default=240.0)
+
+    # ------------------------------------------------------------------ use
+
+    def take(self) -> GradiumSocket | None:
+        """Hand out an idle socket (the caller starts reading it), or None if none is ready.
+
+        Every call counts towards the pool's size, whether it found a socket or not. The
+        caller wakes the refill (:meth:`wake`) once its own socket is open, so a server that
+        refuses connections is not hammered by refills.
+
+        Returns:
+            An open socket younger than the age limit, or None.
+        """
+        self._takes.append(time.monotonic())
+        sock = None
+        while self._idle:
+            candidate = self._idle.pop(0)
+            if self._usable(candidate):
+                sock = candidate
+                break
+            self._discard(candidate)
+        if sock is not None:
+            watcher = self._watchers.pop(sock, None)
+            if watcher:
+                watcher.cancel()
+        return sock
+
+    def discard(self, sock: GradiumSocket) -> bool:
+        """Close ``sock`` if it is one of the pool's idle sockets.
+
+        Args:
+            sock: The socket.
+
+        Returns:
+            Whether it was the pool's.
+        """
+        if sock not in self._idle:
+            return False
+        self._idle.remove(sock)
+        self._discard(sock)
+        self.wake()
+        return True
+
+    def invalidate(self) -> None:
+        """Close every idle socket and open fresh ones (e.g. after the server changed)."""
+        for sock in list(self._idle):
+            self._idle.remove(sock)
+            self._discard(sock)
+        self.wake()
+
+    def note_healthy(self) -> None:
+        """A socket carried a request to its end: the server keeps sockets; refills resume."""
+        if self._quick_deaths:
+            self._quick_deaths = 0
+            self.wake()
+
+    def note_idle_death(self, age_s: float) -> None:
+        """An idle socket (standby or a service's idle active socket) was closed by the server.
+
+        Args:
+            age_s: How long it had lived.
+        """
+        self._quick_deaths = self._quick_deaths + 1 if age_s < self._healthy_age_s else 0
+        self.wake()
+
+    def wake(self) -> None:
+        """Check the pool's size now (start the refill task if it is not running)."""
+        if not self._members or self.size == 0:
+            return
+        self._wake.set()
+        if self._refill_task is None or self._refill_task.done():
+            self._refill_task = asyncio.create_task(self._refill(), name="gradium-standby-refill")
+
+    # ------------------------------------------------------------------ internals
+
+    def _usable(self, sock: GradiumSocket) -> bool:
+        return sock.is_open and sock.age < self.max_age_s
+
+    def _discard(self, sock: GradiumSocket) -> None:
+        watcher = self._watchers.pop(sock, None)
+        if watcher:
+            watcher.cancel()
+        if sock.closing:
+            return
+        sock.closing = True
+        task = asyncio.create_task(_close_ws(sock), name=f"gradium-close-{sock.id}")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _connector(self) -> Connector | None:
+        # Any member's way to connect will do: they share URL and key.
+        for _, _, connect in reversed(self._members.values()):
+            return connect
+        return None
+
+    async def _refill(self) -> None:
+        """Keep ``size`` idle sockets open and young while the pool has members."""
+        failures = 0
+        while self._members:
+            self._wake.clear()
+            for sock in list(self._idle):
+                if not self._usable(sock):
+                    self._idle.remove(sock)
+                    self._discard(sock)
+            size = self.size
+            if len(self._idle) >= size:
+                if not self._idle:
+                    return
+                oldest = min(s.opened_at for s in self._idle)
+                expires_in = oldest + self.max_age_s - time.monotonic()
+                # The size shrinks as takes age out of the window: re-check now and then.
+                wait = min(max(expires_in, 0.001), self._rate_window_s)
+                try:
+                    await asyncio.wait_for(self._wake.wait(), wait)
+                except TimeoutError:
+                    pass
+                if len(self._idle) > self.size:
+                    self._discard(self._idle.pop())
+                continue
+            if self._quick_deaths >= self._max_quick_deaths:
+                logger.warning(
+                    f"Gradium: the server closed {self._quick_deaths} idle sockets in a row "
+                    "soon after opening them; standby sockets paused until one serves a request"
+                )
+                return
+            if self._quick_deaths:
+                await asyncio.sleep(self._refill_backoff_s * 2 ** (self._quick_deaths - 1))
+            connect = self._connector()
+            if connect is None:
+                return
+            began = time.monotonic()
+            try:
+                ws = await connect()
+            except Exception as e:
+                failures += 1
+                # The next request reports the failure if it persists; retry a few times.
+                logger.warning(f"Gradium: standby connection failed ({failures}): {e}")
+                if failures >= 3:
+                    return
+                await asyncio.sleep(self._refill_backoff_s * failures)
+                continue
+            failures = 0
+            self.opened += 1
+            self._connect_s = 0.8 * self._connect_s + 0.2 * (time.monotonic() - began)
+            sock = GradiumSocket(ws)
+            if not self._members:
+                self._discard(sock)
+                return
+            self._idle.append(sock)
+            self._watchers[sock] = asyncio.create_task(
+                self._watch(sock), name=f"gradium-standby-{sock.id}"
+            )
+            logger.debug(f"Gradium: standby {sock} open ({len(self._idle)}/{self.size})")
+
+    async def _watch(self, sock: GradiumSocket) -> None:
+        """Wait for an idle socket to die; replace it silently, backing off if it died young."""
+        await sock.ws.wait_closed()
+        self._watchers.pop(sock, None)
+        if sock in self._idle:
+            self._idle.remove(sock)
+            sock.closing = True
+            logger.debug(f"Gradium: idle standby {sock} closed by the server; replacing it")
+            self.note_idle_death(sock.age)
 
 
 class ConnectionPool:
-    """The active sockets, the standby sockets, and their receive and close tasks.
+    """One service's sockets: its active ones, their tasks, and its share of the standby.
 
     The pool never reports errors itself: it calls ``on_lost`` when a socket that carried
     requests dies, and lets ``acquire`` raise when no socket can be opened. A standby socket
@@ -108,7 +436,7 @@ class ConnectionPool:
         self,
         *,
         owner: TaskOwner,
-        connect: Callable[[], Awaitable[ClientConnection]],
+        connect: Connector,
         on_message: MessageHandler,
         on_lost: LostHandler,
         standby: int = 2,
@@ -116,24 +444,24 @@ class ConnectionPool:
         refill_backoff_s: float = 1.0,
         healthy_age_s: float = 5.0,
         max_quick_deaths: int = 5,
+        share_key: Hashable | None = None,
     ):
-        """Create an empty pool; :meth:`start` opens its sockets.
+        """Create an empty pool; :meth:`start` opens its first socket.
 
         Args:
             owner: Runs and cancels tasks (the service).
             connect: Opens one authenticated WebSocket.
             on_message: Called for every parsed message of a socket that is not closing.
             on_lost: Called when a socket closes without being asked to, with a reason. Not
-                called for idle standby sockets.
-            standby: Sockets kept open in advance; 0 turns standby off (each barge-in then pays
-                a handshake).
+                called for idle sockets.
+            standby: Standby sockets this service asks the shared standby to keep open; 0 turns
+                standby off (each barge-in then pays a handshake).
             max_age_s: Age after which a socket takes no new request.
-            refill_backoff_s: Wait before retrying a failed standby connection; doubles with
-                every idle socket the server closes young.
-            healthy_age_s: An idle socket closed by the server younger than this counts as a
-                failure, so a server that drops idle sockets at once cannot cause a storm.
-            max_quick_deaths: After this many such closes in a row, standby refills pause until
-                a socket serves a request.
+            refill_backoff_s: See :class:`StandbyPool`.
+            healthy_age_s: See :class:`StandbyPool`.
+            max_quick_deaths: See :class:`StandbyPool`.
+            share_key: Services with equal keys share standby sockets (see
+                :meth:`StandbyPool.sharing_key`); None gives this pool a standby of its own.
         """
         if standby < 0:
             raise ValueError("standby must be >= 0")
@@ -143,16 +471,16 @@ class ConnectionPool:
         self._on_lost = on_lost
         self._standby_size = standby
         self._max_age_s = max_age_s
-        self._refill_backoff_s = refill_backoff_s
-        self._healthy_age_s = healthy_age_s
-        self._max_quick_deaths = max_quick_deaths
-        self._quick_deaths = 0
+        self._standby_options = {
+            "refill_backoff_s": refill_backoff_s,
+            "healthy_age_s": healthy_age_s,
+            "max_quick_deaths": max_quick_deaths,
+        }
+        self._share_key: Hashable = share_key if share_key is not None else object()
+        self._shared: StandbyPool | None = None
         self._active: dict[bool, GradiumSocket] = {}
-        self._standby: list[GradiumSocket] = []
         self._draining: set[GradiumSocket] = set()
         self._background: set[asyncio.Task] = set()
-        self._refill_task: asyncio.Task | None = None
-        self._refill_wake = asyncio.Event()
         self._stopped = False
 
     @property
@@ -160,21 +488,44 @@ class ConnectionPool:
         """Whether the pool was stopped (or disabled after a permanent failure)."""
         return self._stopped
 
+    @property
+    def standby(self) -> StandbyPool | None:
+        """The standby pool this service draws from (None when standby is off or stopped)."""
+        return self._shared
+
     def sockets(self) -> list[GradiumSocket]:
-        """Every socket the pool holds: active, standby and draining."""
-        return [*self._active.values(), *self._standby, *self._draining]
+        """Every socket the pool can use: its active and draining ones, and the shared standby."""
+        shared = self._shared.idle if self._shared else []
+        return [*self._active.values(), *shared, *self._draining]
+
+    def own_sockets(self) -> list[GradiumSocket]:
+        """The sockets that belong to this service alone: active and draining."""
+        return [*self._active.values(), *self._draining]
 
     async def start(self) -> None:
-        """Open the interruptible socket now and the standby sockets in the background.
+        """Join the shared standby and open this service's interruptible socket.
+
+        The first socket is opened, not taken from the standby: a burst of services starting
+        together must not drain the sockets kept for barge-ins.
 
         Raises:
             Exception: Whatever ``connect`` raises when the first socket cannot be opened.
         """
         self._stopped = False
-        await self.acquire(interruptible=True)
+        if self._standby_size and self._shared is None:
+            self._shared = StandbyPool.for_key(self._share_key, **self._standby_options)
+            self._shared.join(
+                self, size=self._standby_size, max_age_s=self._max_age_s, connect=self._connect
+            )
+        sock = self._active.get(True)
+        if sock is None or not self._usable(sock):
+            if sock:
+                self.retire(sock)
+            self._active[True] = await self._open()
+        self._schedule_refill()
 
     async def acquire(self, *, interruptible: bool) -> GradiumSocket:
-        """Return the socket a new request of this kind goes on, opening one if needed.
+        """Return the socket a new request of this kind goes on, taking a standby if needed.
 
         Interruptible and uninterruptible speech never share a socket, so closing one at a
         barge-in never cuts the other.
@@ -197,8 +548,10 @@ class ConnectionPool:
         if sock:
             # Too old or dead: finish what it carries, take nothing new.
             self.retire(sock)
-        sock = self._take_standby()
-        if sock is None:
+        sock = self._shared.take() if self._shared else None
+        if sock is not None:
+            self._adopt(sock)
+        else:
             sock = await self._open()
         self._active[interruptible] = sock
         self._schedule_refill()
@@ -213,7 +566,8 @@ class ConnectionPool:
         """
         sock.requests.discard(req_id)
         # A socket that carried a request to its end is proof the server keeps sockets.
-        self._quick_deaths = 0
+        if self._shared:
+            self._shared.note_healthy()
         if sock.retiring and not sock.requests:
             self.close_soon(sock)
 
@@ -233,11 +587,14 @@ class ConnectionPool:
     def close_soon(self, sock: GradiumSocket) -> None:
         """Close ``sock`` in the background; the caller does not wait for the handshake.
 
-        Everything it still receives is dropped. The standby is refilled.
+        Everything it still receives is dropped. The standby is refilled. A shared standby
+        socket passed here is closed by the standby pool.
 
         Args:
             sock: The socket to close.
         """
+        if self._shared and self._shared.discard(sock):
+            return
         if sock.closing:
             return
         sock.closing = True
@@ -245,33 +602,33 @@ class ConnectionPool:
         self._run_background(self._close(sock), f"gradium-close-{sock.id}")
         self._schedule_refill()
 
+    def invalidate_standby(self) -> None:
+        """Replace every shared standby socket (they were opened under old conditions)."""
+        if self._shared:
+            self._shared.invalidate()
+
     async def stop(self) -> None:
-        """Close every socket and wait for the pool's tasks to end."""
+        """Close this service's sockets, leave the shared standby, wait for the pool's tasks."""
         self._stopped = True
-        if self._refill_task:
-            await self._owner.cancel_task(self._refill_task)
-            self._refill_task = None
-        for sock in self.sockets():
+        shared, self._shared = self._shared, None
+        for sock in self.own_sockets():
             self.close_soon(sock)
+        if shared:
+            await shared.leave(self)
         while self._background:
             await asyncio.gather(*list(self._background), return_exceptions=True)
 
-    async def _open(self) -> GradiumSocket:
-        ws = await self._connect()
-        sock = GradiumSocket(ws)
+    def _adopt(self, sock: GradiumSocket) -> None:
+        """Start reading a socket this service now owns."""
         sock.receive_task = self._owner.create_task(
             self._receive(sock), name=f"gradium-receive-{sock.id}"
         )
+
+    async def _open(self) -> GradiumSocket:
+        sock = GradiumSocket(await self._connect())
+        self._adopt(sock)
         logger.debug(f"Gradium: opened {sock}")
         return sock
-
-    def _take_standby(self) -> GradiumSocket | None:
-        while self._standby:
-            sock = self._standby.pop(0)
-            if self._usable(sock):
-                return sock
-            self.close_soon(sock)
-        return None
 
     def _usable(self, sock: GradiumSocket) -> bool:
         """Whether a new request may go on ``sock``: open and younger than the age limit."""
@@ -284,64 +641,15 @@ class ConnectionPool:
 
     def _forget(self, sock: GradiumSocket) -> None:
         self._drop_active(sock)
-        if sock in self._standby:
-            self._standby.remove(sock)
         self._draining.discard(sock)
 
     def _schedule_refill(self) -> None:
-        if self._stopped or self._standby_size == 0:
-            return
-        self._refill_wake.set()
-        if self._refill_task is None or self._refill_task.done():
-            self._refill_task = self._owner.create_task(self._refill(), name="gradium-refill")
-
-    async def _refill(self) -> None:
-        """Keep ``standby`` sockets open and young, for as long as the pool runs.
-
-        A standby socket is replaced before it reaches ``max_age_s``, so the answer after a
-        barge-in late in a long call still finds one it can use without a handshake.
-        """
-        failures = 0
-        while not self._stopped:
-            self._refill_wake.clear()
-            for sock in list(self._standby):
-                if not self._usable(sock):
-                    self._standby.remove(sock)
-                    self.close_soon(sock)
-            if len(self._standby) >= self._standby_size:
-                oldest = min(s.opened_at for s in self._standby)
-                expires_in = oldest + self._max_age_s - time.monotonic()
-                try:
-                    await asyncio.wait_for(self._refill_wake.wait(), max(expires_in, 0.001))
-                except TimeoutError:
-                    pass
-                continue
-            if self._quick_deaths >= self._max_quick_deaths:
-                logger.warning(
-                    f"Gradium: the server closed {self._quick_deaths} idle sockets in a row "
-                    "soon after opening them; standby sockets paused until one serves a request"
-                )
-                return
-            if self._quick_deaths:
-                await asyncio.sleep(self._refill_backoff_s * 2 ** (self._quick_deaths - 1))
-            try:
-                sock = await self._open()
-            except Exception as e:
-                failures += 1
-                # The next request reports the failure if it persists; retry a few times.
-                logger.warning(f"Gradium: standby connection failed ({failures}): {e}")
-                if failures >= 3:
-                    return
-                await asyncio.sleep(self._refill_backoff_s * failures)
-                continue
-            failures = 0
-            if self._stopped:
-                self.close_soon(sock)
-                return
-            self._standby.append(sock)
+        if not self._stopped and self._shared:
+            self._shared.wake()
 
     async def _receive(self, sock: GradiumSocket) -> None:
         reason = "closed by the server"
+        on_message = self._on_message
         try:
             async for raw in sock.ws:
                 if sock.closing:
@@ -352,7 +660,7 @@ class ConnectionPool:
                     # One bad frame loses nothing else: say so and keep reading.
                     logger.warning(f"Gradium: ignoring a malformed frame on {sock}: {e}")
                     continue
-                await self._on_message(sock, msg)
+                await on_message(sock, msg)
             if sock.ws.close_code not in (None, 1000):
                 reason = f"closed by the server with {sock.ws.close_code} {sock.ws.close_reason}"
         except ConnectionClosed as e:
@@ -364,23 +672,18 @@ class ConnectionPool:
         was_idle = not sock.requests
         self._forget(sock)
         sock.closing = True
-        self._schedule_refill()
         if was_idle:
             # An idle socket timing out is routine: replace it silently, but back off when the
             # server drops them young, or a refill loop would hammer it.
-            if sock.age < self._healthy_age_s:
-                self._quick_deaths += 1
-            else:
-                self._quick_deaths = 0
+            if self._shared:
+                self._shared.note_idle_death(sock.age)
             logger.debug(f"Gradium: idle {sock} {reason}; replacing it")
             return
+        self._schedule_refill()
         await self._on_lost(sock, reason)
 
     async def _close(self, sock: GradiumSocket) -> None:
-        try:
-            await sock.ws.close()
-        except Exception as e:
-            logger.debug(f"Gradium: closing {sock}: {e}")
+        await _close_ws(sock)
         if sock.receive_task and sock.receive_task is not asyncio.current_task():
             await self._owner.cancel_task(sock.receive_task)
         logger.debug(f"Gradium: closed {sock}")

@@ -11,14 +11,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from pipecat.frames.frames import (
+    CancelFrame,
     EndFrame,
     ErrorFrame,
     Frame,
+    InterruptionFrame,
     LLMFullResponseEndFrame,
     LLMFullResponseStartFrame,
     LLMTextFrame,
     StartFrame,
     TTSAudioRawFrame,
+    TTSStoppedFrame,
 )
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.worker import PipelineParams, PipelineWorker
@@ -125,6 +128,110 @@ class FrameRecorder(FrameProcessor):
         await asyncio.wait_for(check(), timeout)
 
 
+class PacedPlayer(FrameProcessor):
+    """Plays audio as a transport's output does: in order and in real time.
+
+    Each frame starts when it arrives or when the previous one ends; an interruption drops
+    what has not started playing. The service delivers audio faster than real time, so what it has delivered is not what a
+    listener has heard: ``played`` is. Nothing is played aloud; frames are timed and kept.
+    """
+
+    def __init__(self, **kwargs):
+        """Create the player.
+
+        Args:
+            **kwargs: Passed to ``FrameProcessor``.
+        """
+        super().__init__(**kwargs)
+        #: Pieces (40 ms) of audio that started playing, in order.
+        self.played: list[TTSAudioRawFrame] = []
+        #: ``TTSStoppedFrame``s that reached the player (answers fully delivered to it).
+        self.stops = 0
+        #: ``len(played)`` when each interruption reached the player.
+        self.interruptions: list[int] = []
+        self._pending: list[TTSAudioRawFrame] = []
+        self._changed = asyncio.Condition()
+        self._task: asyncio.Task | None = None
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection):
+        """Queue audio for playing; drop the queue at an interruption; pass everything on.
+
+        Args:
+            frame: The frame.
+            direction: Its direction.
+        """
+        await super().process_frame(frame, direction)
+        if isinstance(frame, StartFrame) and self._task is None:
+            self._task = self.create_task(self._play(), name="paced-player")
+        elif isinstance(frame, (EndFrame, CancelFrame)) and self._task is not None:
+            await self.cancel_task(self._task)
+            self._task = None
+        elif isinstance(frame, InterruptionFrame):
+            self._pending.clear()
+            self.interruptions.append(len(self.played))
+            await self._notify()
+        elif isinstance(frame, TTSStoppedFrame):
+            self.stops += 1
+            await self._notify()
+        elif isinstance(frame, TTSAudioRawFrame) and direction == FrameDirection.DOWNSTREAM:
+            # Played in 40 ms pieces, as Pipecat's output transports write (4 x 10 ms).
+            step = frame.sample_rate * 2 * 40 // 1000
+            for i in range(0, len(frame.audio), step):
+                piece = frame.audio[i : i + step]
+                self._pending.append(
+                    TTSAudioRawFrame(piece, frame.sample_rate, 1, context_id=frame.context_id)
+                )
+            await self._notify()
+        await self.push_frame(frame, direction)
+
+    def seconds(self, *, since: int = 0, until: int | None = None) -> float:
+        """Seconds of audio that started playing, from played piece ``since`` to ``until``."""
+        return sum(len(f.audio) / 2 / f.sample_rate for f in self.played[since:until])
+
+    @property
+    def idle(self) -> bool:
+        """Whether nothing is waiting to play (the last frame may still be sounding)."""
+        return not self._pending
+
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+        """Wait until ``predicate()`` holds, re-checked whenever a frame starts playing.
+
+        Args:
+            predicate: The condition.
+            timeout: Seconds before giving up.
+
+        Raises:
+            TimeoutError: If it does not hold in time.
+        """
+
+        async def check() -> None:
+            async with self._changed:
+                await self._changed.wait_for(predicate)
+
+        await asyncio.wait_for(check(), timeout)
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def _play(self) -> None:
+        # The device clock: each frame starts when the previous one ends (or when it
+        # arrives, after a gap), like a transport writing to its output.
+        free_at = time.monotonic()
+        while True:
+            async with self._changed:
+                await self._changed.wait_for(lambda: bool(self._pending))
+            wait = free_at - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            if not self._pending:
+                continue  # an interruption dropped it while the previous frame played
+            frame = self._pending.pop(0)
+            self.played.append(frame)
+            free_at = max(free_at, time.monotonic()) + len(frame.audio) / 2 / frame.sample_rate
+            await self._notify()
+
+
 @dataclass
 class AnswerTiming:
     """When one scripted answer's first token went in and its first audio came out."""
@@ -149,6 +256,8 @@ class PipelineHarness:
     down: FrameRecorder
     run_task: asyncio.Task
     answers: list[AnswerTiming] = field(default_factory=list)
+    #: Present when started with ``paced=True``: the audio as a listener hears it.
+    player: PacedPlayer | None = None
 
     async def send(self, *frames: Frame) -> None:
         """Queue frames at the start of the pipeline."""
@@ -232,6 +341,7 @@ async def start_pipeline(
     sample_rate: int = 24000,
     metrics: bool = True,
     downstream: Sequence[FrameProcessor] = (),
+    paced: bool = False,
 ) -> PipelineHarness:
     """Start ``[recorder, service, recorder, *downstream]`` in a real worker; wait until it runs.
 
@@ -241,14 +351,16 @@ async def start_pipeline(
         metrics: Whether to enable Pipecat metrics.
         downstream: Real Pipecat parts after the service (e.g. the assistant context
             aggregator), fed what the service outputs.
+        paced: Add a :class:`PacedPlayer` at the end, playing the audio in real time.
 
     Returns:
         The running harness; call :meth:`PipelineHarness.stop` when done.
     """
     up = FrameRecorder(FrameDirection.UPSTREAM)
     down = FrameRecorder(FrameDirection.DOWNSTREAM)
+    player = PacedPlayer() if paced else None
     worker = PipelineWorker(
-        Pipeline([up, service, down, *downstream]),
+        Pipeline([up, service, down, *downstream, *([player] if player else [])]),
         params=PipelineParams(
             audio_out_sample_rate=sample_rate,
             enable_metrics=metrics,
@@ -260,7 +372,7 @@ async def start_pipeline(
     runner = WorkerRunner(handle_sigint=False)
     await runner.add_workers(worker)
     run_task = asyncio.create_task(runner.run())
-    harness = PipelineHarness(worker=worker, up=up, down=down, run_task=run_task)
+    harness = PipelineHarness(worker=worker, up=up, down=down, run_task=run_task, player=player)
 
     seen_contexts: set[str | None] = set()
 

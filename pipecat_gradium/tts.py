@@ -1,8 +1,9 @@
 """``GradiumStreamingTTSService``: Gradium's streaming TTS as a Pipecat stage.
 
 Pipecat glue only. Phrases come from :mod:`pipecat_gradium.phrases`, messages from
-:mod:`pipecat_gradium.protocol`, sockets from :mod:`pipecat_gradium.connection`, and the
-per-request record from :mod:`pipecat_gradium.requests`.
+:mod:`pipecat_gradium.protocol`, sockets from :mod:`pipecat_gradium.connection`, the
+per-request record from :mod:`pipecat_gradium.requests`, and what happens under faults from
+:mod:`pipecat_gradium.recovery`.
 """
 
 import asyncio
@@ -11,9 +12,12 @@ import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from loguru import logger
 from pipecat.frames.frames import (
+    AggregatedTextFrame,
+    AggregatedTextProgressFrame,
     ControlFrame,
     EndFrame,
     Frame,
@@ -21,6 +25,7 @@ from pipecat.frames.frames import (
     LLMTextFrame,
     StartFrame,
     TTSAudioRawFrame,
+    TTSTextFrame,
 )
 from pipecat.processors.frame_processor import FrameDirection
 from pipecat.services.settings import TTSSettings
@@ -33,7 +38,7 @@ from pipecat.utils.types import NOT_GIVEN, NotGiven, is_given
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import InvalidStatus
 
-from pipecat_gradium.connection import ConnectionPool, GradiumSocket
+from pipecat_gradium.connection import ConnectionPool, GradiumSocket, StandbyPool
 from pipecat_gradium.phrases import ChunkMode, PhraseAggregator, split_message, wire_text
 from pipecat_gradium.protocol import (
     Audio,
@@ -46,16 +51,14 @@ from pipecat_gradium.protocol import (
     output_format_for_rate,
     setup_message,
 )
+from pipecat_gradium.recovery import Backoff, Recovery, context_of, continuation_id, mask_secrets
 from pipecat_gradium.requests import GradiumRequest
+from pipecat_gradium.tracing import note_first_audio, traced_tts
 
 DEFAULT_URL = "wss://api.gradium.ai/api/speech/tts"
 DEFAULT_VOICE = "YTpq7expH9539ERJ"
 #: Languages Gradium speaks; ``language`` maps onto its text normalisation (``rewrite_rules``).
 GRADIUM_LANGUAGES = ("en", "fr", "de", "es", "pt")
-#: Requests per answer: the first, and continuations after a socket died mid-answer.
-MAX_ATTEMPTS = 3
-#: Answers in a row that could not connect before the service declares itself unusable.
-MAX_CONNECT_FAILURES = 3
 
 
 @dataclass
@@ -124,6 +127,9 @@ class GradiumStreamingTTSService(WebsocketTTSService):
         max_socket_age_s: float = 240.0,
         connect_timeout_s: float = 10.0,
         stop_frame_timeout_s: float = 3.0,
+        first_audio_timeout_s: float = 10.0,
+        probe_backoff_s: float = 0.5,
+        probe_backoff_max_s: float = 15.0,
         strip_markdown: bool = True,
         **kwargs,
     ):
@@ -148,13 +154,19 @@ class GradiumStreamingTTSService(WebsocketTTSService):
             max_socket_age_s: A socket this old takes no new request (Gradium ends sessions
                 at 300 s).
             connect_timeout_s: Limit on one WebSocket handshake.
-            stop_frame_timeout_s: Pipecat's audio-context idle timeout.
+            stop_frame_timeout_s: Pipecat's audio-context idle timeout; the service keeps an
+                answer's context open past it while Gradium still owes the answer audio.
+            first_audio_timeout_s: Longest wait for audio Gradium owes (a cold start, a stall
+                after the answer ended); past it the answer ends with one error.
+            probe_backoff_s: First wait before probing an unreachable Gradium again.
+            probe_backoff_max_s: Longest wait between probes (doubling from the first).
             strip_markdown: Run Pipecat's ``strip_markdown`` transform first, so markers and
                 link URLs are not read aloud (the context keeps the LLM's text either way).
             **kwargs: Passed to Pipecat's ``WebsocketTTSService``.
 
         Raises:
-            ValueError: If no API key is given or set, or a setting is out of range.
+            ValueError: If no API key is given or set, the URL is not ``ws://``/``wss://``, or
+                a setting is out of range.
         """
         key = api_key if api_key is not None else os.environ.get("GRADIUM_API_KEY")
         if not key:
@@ -163,6 +175,13 @@ class GradiumStreamingTTSService(WebsocketTTSService):
                 "GRADIUM_API_KEY (for offline use, run pipecat_gradium.emulator and pass its "
                 "ws_url as url= with its key)."
             )
+        if urlsplit(url).scheme not in ("ws", "wss"):
+            raise ValueError(
+                f"GradiumStreamingTTSService url must start with wss:// (or ws:// for a local "
+                f"emulator), got {mask_secrets(url, url)!r}; Gradium's is {DEFAULT_URL}"
+            )
+        if first_audio_timeout_s <= 0 or probe_backoff_s <= 0 or probe_backoff_max_s <= 0:
+            raise ValueError("first_audio_timeout_s and the probe back-offs must be > 0")
         default_settings = self.Settings(
             model="default",
             voice=DEFAULT_VOICE,
@@ -181,6 +200,7 @@ class GradiumStreamingTTSService(WebsocketTTSService):
             if not any(isinstance(t, StripMarkdown) for _, t in transforms):
                 transforms.insert(0, ("*", StripMarkdown()))
             kwargs["text_transforms"] = transforms
+        self._warned_languages: set[str] = set()  # the base's __init__ may already warn
         super().__init__(
             text_aggregation_mode=TextAggregationMode.SENTENCE,
             push_text_frames=False,
@@ -213,9 +233,13 @@ class GradiumStreamingTTSService(WebsocketTTSService):
         self._pool: ConnectionPool | None = None
         self._output_format = "pcm_48000"
         self._gradium_rate = 48000
-        self._auth_failed = False
-        self._connect_failures = 0
-        self._unreachable_context: str | None = None
+        self._recovery = Recovery(
+            self,
+            url=url,
+            first_audio_timeout_s=first_audio_timeout_s,
+            keepalive_s=max(stop_frame_timeout_s / 2, 0.01),
+            backoff=Backoff(initial_s=probe_backoff_s, max_s=probe_backoff_max_s),
+        )
         self._watchdog: asyncio.Task | None = None
         #: The latest answer's time from its first LLM token to its first audio, in seconds.
         self.last_time_to_first_audio_s: float | None = None
@@ -237,8 +261,16 @@ class GradiumStreamingTTSService(WebsocketTTSService):
         base = code.split("-")[0].lower()
         if base in GRADIUM_LANGUAGES:
             return base
-        logger.warning(f"{self}: Gradium has no {code!r} rules; supported: {GRADIUM_LANGUAGES}")
+        self._warn_language(code)
         return None
+
+    def _warn_language(self, code: str) -> None:
+        if code not in self._warned_languages:
+            self._warned_languages.add(code)
+            logger.warning(
+                f"{self}: Gradium has no {code!r} language rules, so none are sent; "
+                f"supported: {', '.join(GRADIUM_LANGUAGES)}"
+            )
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -259,9 +291,11 @@ class GradiumStreamingTTSService(WebsocketTTSService):
             owner=self,
             connect=self._open_socket,
             on_message=self._on_message,
-            on_lost=self._on_socket_lost,
+            on_lost=self._recovery.on_socket_lost,
             standby=self._standby_sockets,
             max_age_s=self._max_socket_age_s,
+            # Every service of the process with this URL and key shares the standby sockets.
+            share_key=StandbyPool.sharing_key(self._url, self._api_key),
         )
         await self._connect_websocket()
 
@@ -283,18 +317,19 @@ class GradiumStreamingTTSService(WebsocketTTSService):
         await super().stop(frame)
 
     async def _connect_websocket(self):
-        """Open the pool's sockets; a failure is reported, and retried at the next answer."""
-        if self._pool is None or self._auth_failed:
+        """Open the pool's sockets; a failure is reported once and probed in the background."""
+        if self._pool is None or self._recovery.auth_failed:
             return
         try:
             await self._pool.start()
             await self._call_event_handler("on_connected")
         except Exception as e:
-            await self._report_connect_failure(e)
+            await self._recovery.connect_failed(e, context_id=None)
 
     async def _disconnect_websocket(self):
         """Close every socket (used at stop and cancel)."""
         await self._stop_watchdog()
+        await self._recovery.stop()
         if self._pool and not self._pool.stopped:
             await self._pool.stop()
             await self._call_event_handler("on_disconnected")
@@ -348,6 +383,7 @@ class GradiumStreamingTTSService(WebsocketTTSService):
         if req and context_id not in self._tts_contexts:
             await self._start_watchdog(req)
 
+    @traced_tts
     async def run_tts(self, text: str, context_id: str) -> AsyncGenerator[Frame | None, None]:
         """Send one phrase of the answer; its audio arrives on the socket's receive task.
 
@@ -385,6 +421,8 @@ class GradiumStreamingTTSService(WebsocketTTSService):
         req = self._requests.get(context_id) if context_id else None
         if req:
             await self._end_request(req)  # a no-op when flush_audio already ended it
+        if context_id and not self.audio_context_available(context_id):
+            await self._recovery.forget(context_id)
 
     async def _handle_interruption(self, frame: InterruptionFrame, direction: FrameDirection):
         """Drop the interrupted answers and close the sockets still generating them."""
@@ -394,6 +432,7 @@ class GradiumStreamingTTSService(WebsocketTTSService):
         generating = {r.socket for r in doomed if r.generating}
         for req in doomed:
             self._requests.pop(req.context_id, None)
+            await self._recovery.forget(req.context_id)
             if req.socket in generating:
                 continue
             # Nothing is being generated for it: end it politely; the socket stays.
@@ -439,7 +478,13 @@ class GradiumStreamingTTSService(WebsocketTTSService):
 
     def _rewrite_language(self) -> str | None:
         language = _given(self._settings.language)
-        return language if language in GRADIUM_LANGUAGES else None
+        if language is None:
+            return None
+        code = str(language.value if isinstance(language, Language) else language)
+        if code in GRADIUM_LANGUAGES:
+            return code
+        self._warn_language(code)
+        return None
 
     async def _open_request(
         self, context_id: str, *, resume: GradiumRequest | None = None
@@ -448,13 +493,15 @@ class GradiumStreamingTTSService(WebsocketTTSService):
 
         Args:
             context_id: The Pipecat context the request speaks for.
-            resume: A request of this context whose socket died: the new one continues it.
+            resume: A request of this context cut by a fault: the new one continues it.
 
         Returns:
             The open request, or None when none can be opened (the reason is reported).
         """
-        if self._pool is None or self._pool.stopped or self._auth_failed or not self.is_usable:
+        if self._pool is None or self._pool.stopped or not self.is_usable:
             return None
+        if not self._recovery.may_open(context_id):
+            return None  # cut or unreachable: one error per answer, never a second request
         current = self._requests.get(context_id)
         if current and not resume and not current.ended:
             # A new response start inside an open turn continues the same answer.
@@ -463,23 +510,19 @@ class GradiumStreamingTTSService(WebsocketTTSService):
             # Ended but still playing: its audio keeps routing until end_of_stream.
             logger.debug(f"{self}: context {context_id} reopened after it ended")
             return None
-        if context_id == self._unreachable_context:
-            return None  # one connection attempt (and one error) per answer is enough
         if resume:
             interruptible = resume.interruptible
         else:
             context = self._tts_contexts.get(context_id)
             interruptible = context.interruptible if context else True
-        try:
-            sock = await self._pool.acquire(interruptible=interruptible)
-        except Exception as e:
-            self._unreachable_context = context_id
-            await self._report_connect_failure(e)
+        sock = await self._recovery.get_socket(
+            context_id, interruptible=interruptible, resume=resume is not None
+        )
+        if sock is None:
             return None
-        self._connect_failures = 0
         attempt = resume.attempt + 1 if resume else 1
         req = GradiumRequest(
-            req_id=context_id if attempt == 1 else f"{context_id}#{attempt}",
+            req_id=continuation_id(context_id, attempt),
             context_id=context_id,
             socket=sock,
             interruptible=interruptible,
@@ -488,6 +531,7 @@ class GradiumStreamingTTSService(WebsocketTTSService):
             attempt=attempt,
         )
         if resume:
+            req.aligner.already_shown = resume.shown_not_heard()
             req.time_offset_s = resume.time_offset_s + resume.audio_s
             req.first_token_at = resume.first_token_at
             req.last_token_at = resume.last_token_at
@@ -505,6 +549,7 @@ class GradiumStreamingTTSService(WebsocketTTSService):
             return None
         sock.requests.add(req.req_id)
         self._requests[context_id] = req
+        self._recovery.watch(context_id)
         return req
 
     async def _send_text(self, req: GradiumRequest, text: str) -> None:
@@ -532,6 +577,7 @@ class GradiumStreamingTTSService(WebsocketTTSService):
     async def _finish_request(self, req: GradiumRequest) -> None:
         if self._requests.get(req.context_id) is req:
             del self._requests[req.context_id]
+            await self._recovery.unwatch(req.context_id)
         if self._pool:
             self._pool.release(req.socket, req.req_id)
         if self.audio_context_available(req.context_id):
@@ -549,35 +595,28 @@ class GradiumStreamingTTSService(WebsocketTTSService):
             self._watchdog = None
 
     async def _watch_turn(self, req: GradiumRequest) -> None:
-        """While the answer is open: flush when the LLM goes quiet; keep its audio context alive.
+        """While the answer is open: flush when the LLM goes quiet.
 
-        Pipecat closes an audio context after ``stop_frame_timeout_s`` without audio; an LLM
-        pausing longer (a tool call) would otherwise split the answer's Started/Stopped frames.
         A timer, not an event per token: it wakes at the next deadline only, so a fast token
-        stream costs nothing here.
+        stream costs nothing here. (The answer's audio context is kept open by its
+        :class:`~pipecat_gradium.recovery.AnswerWatch`.)
         """
-        keepalive_s = max(self._stop_frame_timeout_s / 2, 0.01)
         flushed_for: float | None = None  # the last_token_at a quiet flush was sent for
-        next_keepalive = time.monotonic() + keepalive_s
         while not req.ended and self._requests.get(req.context_id) is req:
-            now = time.monotonic()
-            if now >= next_keepalive:
-                self._refresh_audio_context(req.context_id)
-                next_keepalive = now + keepalive_s
-            wake = next_keepalive
+            wake = time.monotonic() + self._quiet_flush_s
             last = req.last_token_at
             if last is not None and flushed_for != last:
                 due = last + self._quiet_flush_s
-                if now >= due:
+                if time.monotonic() >= due:
                     await self.queue_frame(_QuietFlushFrame(req_id=req.req_id))
                     flushed_for = last
                 else:
-                    wake = min(wake, due)
+                    wake = due
             await asyncio.sleep(max(wake - time.monotonic(), 0.001))
 
     async def _quiet_flush(self, req_id: str) -> None:
-        req = self._requests.get(req_id)
-        if req is None or req.ended or req_id != self._turn_context_id:
+        req = self._requests.get(context_of(req_id))
+        if req is None or req.ended or req.context_id != self._turn_context_id:
             return
         ready = self._phrases.take_ready_text()
         if ready:
@@ -585,41 +624,33 @@ class GradiumStreamingTTSService(WebsocketTTSService):
                 self._aggregated_text_frame(Aggregation(ready, TextType.SENTENCE))
             )
         if req.unflushed:
-            logger.debug(f"{self}: LLM quiet for {self._quiet_flush_s}s, flushing {req_id}")
+            logger.debug(f"{self}: LLM quiet for {self._quiet_flush_s}s, flushing {req.req_id}")
             await req.flush()
 
     # ------------------------------------------------------------------ frames out
 
     async def _on_message(self, sock: GradiumSocket, msg: ServerMessage) -> None:
         if isinstance(msg, ServerError) and msg.client_req_id is None:
-            await self._on_socket_error(sock, msg)
+            await self._recovery.on_socket_error(sock, msg)
             return
         wire_id = msg.client_req_id or ""
-        req = self._requests.get(wire_id.partition("#")[0])
-        if req is None or req.req_id != wire_id or req.socket is not sock:
+        req = self._requests.get(context_of(wire_id))
+        if req is None or req.req_id != wire_id or req.socket is not sock or req.failed:
             return  # an interrupted, replaced or unknown request: drop
         if isinstance(msg, Audio):
             await self._on_audio(req, msg)
         elif isinstance(msg, Word):
-            req.words.append((msg.text, msg.start_s, msg.stop_s))
-            await self.add_word_timestamps(
-                [(msg.text, msg.start_s + req.time_offset_s)], req.context_id
-            )
+            req.add_word(msg.text, msg.start_s, msg.stop_s)
+            await self._release_heard_words(req)
         elif isinstance(msg, EndOfStream):
             req.done = True
             tail = req.convert(b"", last=True)
             if tail:
                 await self._push_audio(req, tail)
+            await self._release_heard_words(req)
             await self._finish_request(req)
         elif isinstance(msg, ServerError):
-            await self.push_error(
-                error_msg=f"{self}: Gradium rejected request {req.req_id}: {msg.message}",
-                category=ErrorCategory.SERVER
-                if msg.code != 1008
-                else ErrorCategory.INVALID_REQUEST,
-            )
-            req.done = True
-            await self._finish_request(req)
+            await self._recovery.on_request_error(req, msg)
         elif isinstance(msg, Ready):
             logger.trace(f"{self}: request {req.req_id} ready ({msg.request_id})")
 
@@ -629,115 +660,98 @@ class GradiumStreamingTTSService(WebsocketTTSService):
             if req.first_token_at is not None:
                 ttfa = req.first_audio_at - req.first_token_at
                 self.last_time_to_first_audio_s = ttfa
+                note_first_audio(self, req.context_id, ttfa)
                 logger.debug(f"{self}: time to first audio from first token {ttfa * 1000:.0f} ms")
         pcm = req.convert(msg.pcm)
         if pcm:
             await self._push_audio(req, pcm)
+        if req.released < len(req.words):
+            await self._release_heard_words(req)
 
     async def _push_audio(self, req: GradiumRequest, pcm: bytes) -> None:
         frame = TTSAudioRawFrame(pcm, self.sample_rate, 1, context_id=req.context_id)
         await self.append_to_audio_context(req.context_id, frame)
 
-    # ------------------------------------------------------------------ faults
+    async def _release_heard_words(self, req: GradiumRequest) -> None:
+        """Pass on the words whose audio has fully arrived, after that audio.
 
-    async def _on_socket_error(self, sock: GradiumSocket, msg: ServerError) -> None:
-        if msg.is_auth:
-            await self._fail_auth(msg.message)
-            return
-        sock.error_reported = True
-        await self.push_error(
-            error_msg=f"{self}: Gradium error on {sock}: {msg.message} (code {msg.code})",
-            category=ErrorCategory.SERVER,
-        )
-
-    async def _on_socket_lost(self, sock: GradiumSocket, reason: str) -> None:
-        """A socket died under its requests: continue each answer still playing on a new one.
-
-        The continuation re-sends the text whose words Gradium never reported speaking, into the
-        same audio context, so the answer keeps one Started/Stopped pair and loses no words.
+        A word reported but cut mid-way by a fault never reaches the context; its
+        continuation re-sends it.
         """
-        lost = [r for r in self._requests.values() if r.socket is sock]
-        if not lost:
-            return
-        resumable = [
-            r
-            for r in lost
-            if not self._auth_failed
-            and r.attempt < MAX_ATTEMPTS
-            and self.audio_context_available(r.context_id)
-        ]
-        if not sock.error_reported and not self._auth_failed:
-            action = (
-                f"re-sending what was not spoken on a new socket ({len(resumable)} request(s))"
-                if resumable
-                else "those answers are cut short"
+        heard = req.take_heard()
+        if heard:
+            await self.add_word_timestamps(
+                [(word, start + req.time_offset_s) for word, start in heard], req.context_id
             )
-            await self.push_error(
-                error_msg=f"{self}: Gradium socket {reason} during {len(lost)} request(s); {action}",
-                category=ErrorCategory.CONNECTIVITY,
-            )
-        for req in lost:
-            if req in resumable and await self._resume(req):
-                continue
-            req.done = True
-            await self._finish_request(req)
 
-    async def _resume(self, old: GradiumRequest) -> bool:
-        # ``old`` stays registered until the continuation is set up: text sent to it meanwhile
-        # fails, is kept in ``old.texts``, and is part of what is re-sent below.
-        new = await self._open_request(old.context_id, resume=old)
-        if new is None:
-            return False
-        logger.info(f"{self}: continuing {old.req_id} as {new.req_id} on {new.socket}")
-        if self._pool:
-            self._pool.release(old.socket, old.req_id)
-        unspoken = old.unspoken_text()
-        if unspoken.strip():
-            await self._send_text(new, unspoken)
-        if old.ended:
+    # ------------------------------------------------------------------ the context's truth
+
+    async def _start_audio_context(self, context_id: str):
+        # An answer that can get no request (unreachable, unusable service) opens no audio
+        # context: Pipecat would hold the pipeline stop_frame_timeout_s waiting for audio.
+        if not self.is_usable:
+            self._recovery.dead.add(context_id)
+        if context_id in self._recovery.dead:
+            return
+        await super()._start_audio_context(context_id)
+
+    async def _register_spoken_text(
+        self, src_frame: AggregatedTextFrame, text: str, context_id: str
+    ):
+        await super()._register_spoken_text(src_frame, text, context_id)
+        if context_id in self._recovery.dead and not self.audio_context_available(context_id):
+            # Never spoken: complete its slot at once, with no words, so nothing waits on it.
+            await self._apply_force_complete(context_id)
+
+    async def _apply_force_complete(self, context_id: str):
+        """At an answer's end Pipecat writes its unspoken text as spoken; not for a cut answer.
+
+        An answer cut by a fault (no continuation possible) keeps only the words heard: its
+        slots are completed without the word frames Pipecat builds for the rest.
+        """
+        if context_id not in self._recovery.dead:
+            await super()._apply_force_complete(context_id)
+            return
+        frames = self._aggregated_frame_sequencer.force_complete(
+            context_id, self._word_timestamp_tracker.last_pts
+        )
+        await self._push_word_frames(
+            [f for f in frames if not isinstance(f, (TTSTextFrame, AggregatedTextProgressFrame))]
+        )
+
+    async def _record_context_audio_outcome(self, context_id: str, received_audio: bool):
+        # An answer already given its error (or cut short) is not reported a second time.
+        if context_id not in self._recovery.reported:
+            await super()._record_context_audio_outcome(context_id, received_audio)
+
+    async def on_audio_context_completed(self, context_id: str):
+        """Forget the fault bookkeeping of an answer whose audio context has ended.
+
+        Args:
+            context_id: The answer.
+        """
+        await super().on_audio_context_completed(context_id)
+        # A cut answer whose LLM still streams stays dead until its turn completes, so none of
+        # its later phrases opens a request under a used client_req_id.
+        if context_id not in self._requests and context_id != self._turn_context_id:
+            await self._recovery.forget(context_id)
+
+    # ------------------------------------------------------------------ used by recovery
+
+    def _requests_on(self, sock: GradiumSocket) -> list[GradiumRequest]:
+        return [r for r in self._requests.values() if r.socket is sock]
+
+    async def _resend(self, new: GradiumRequest, text: str, *, ended: bool) -> None:
+        """Give a continuation the text its cut request had not spoken, and its end if due."""
+        if text.strip():
+            await self._send_text(new, text)
+        if ended:
             await self._end_request(new)
-        elif old.context_id == self._turn_context_id and old.context_id not in self._tts_contexts:
+        elif new.context_id == self._turn_context_id and new.context_id not in self._tts_contexts:
             await self._start_watchdog(new)
-        return True
-
-    async def _report_connect_failure(self, e: Exception) -> None:
-        if isinstance(e, InvalidStatus) and e.response.status_code in (401, 403):
-            await self._fail_auth(f"HTTP {e.response.status_code}")
-            return
-        self._connect_failures += 1
-        give_up = self._connect_failures >= MAX_CONNECT_FAILURES
-        tail = (
-            f"; giving up after {self._connect_failures} answers in a row"
-            if give_up
-            else "; retrying at the next answer"
-        )
-        await self.push_error(
-            error_msg=f"{self}: cannot connect to Gradium at {self._url}: {e}{tail}",
-            exception=e,
-            category=ErrorCategory.CONNECTIVITY,
-            # Unusable now, so Pipecat's ServiceSwitcher can fail over.
-            force_treat_as_permanent=give_up,
-        )
-        await self._call_event_handler("on_connection_error", str(e))
-
-    async def _fail_auth(self, detail: str) -> None:
-        """A rejected key is permanent: stop connecting and say which variable to fix."""
-        if self._auth_failed:
-            return
-        self._auth_failed = True
-        if self._pool:
-            self._run_pool_stop()
-        await self.push_error(
-            error_msg=(
-                f"{self}: Gradium rejected the API key ({detail}). Check GRADIUM_API_KEY "
-                "(or api_key=); the service will not reconnect."
-            ),
-            category=ErrorCategory.AUTHENTICATION,
-            force_treat_as_permanent=True,
-        )
 
     def _run_pool_stop(self) -> None:
         # Called from a socket's receive task: stopping the pool cancels that task, so it
         # runs as a task of its own.
-        assert self._pool is not None
-        self.create_task(self._pool.stop(), name="gradium-pool-stop")
+        if self._pool:
+            self.create_task(self._pool.stop(), name="gradium-pool-stop")

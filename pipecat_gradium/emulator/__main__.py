@@ -12,13 +12,41 @@ import contextlib
 import signal
 import sys
 
-from .faults import parse_faults
+from .faults import Fault, parse_faults
 from .latency import LatencyModel
 from .server import GradiumEmulator
+from .voice import VoiceUnavailableError, ensure_available
+
+#: One line per fault, for ``--help``.
+FAULT_HELP: dict[Fault, str] = {
+    Fault.REJECT_KEY: "the key is wrong: error 1008, then close 1008",
+    Fault.ERROR_MID_ANSWER: "after --fault-after-chunks audio chunks: error 1011, then close",
+    Fault.RESET_MID_ANSWER: "after --fault-after-chunks audio chunks: TCP reset, no close frame",
+    Fault.SESSION_LIMIT: "close 1008 'session limit reached' --session-limit-s after connecting",
+    Fault.IDLE_TIMEOUT: "close 1008 'idle timeout' after --idle-timeout-s with no client message",
+    Fault.SLOW_FIRST_AUDIO: "each request's first audio --slow-first-audio-s later",
+    Fault.MALFORMED_JSON: "a non-JSON text frame after --fault-after-chunks chunks, then go on",
+    Fault.UNKNOWN_MESSAGES: "send need_more_text after ready and flushed after each flush",
+    Fault.REFUSE_CONNECTION: "refuse the WebSocket upgrade with HTTP 503",
+    Fault.REQUEST_ERROR: "after --fault-after-chunks chunks: error 1011 for that request only",
+    Fault.RESET_MID_WORD: "from --fault-after-chunks chunks on: TCP reset inside a timed word",
+}
+
+INSTALL_HINT = (
+    "pip install 'pipecat-gradium[emulator]' (from a clone: pip install -e '.[emulator]')"
+)
+
+
+def _fault_lines() -> str:
+    width = max(len(f.value) for f in Fault)
+    return "\n".join(
+        f"  {f.value:<{width}}  {FAULT_HELP.get(f, f.name.lower().replace('_', ' '))}"
+        for f in Fault
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command-line options.
+    """The command-line options, each with its unit and default.
 
     Returns:
         The parser.
@@ -26,24 +54,150 @@ def build_parser() -> argparse.ArgumentParser:
     d = LatencyModel()
     p = argparse.ArgumentParser(
         prog="python -m pipecat_gradium.emulator",
-        description="A local Gradium TTS WebSocket server with an eSpeak NG voice.",
+        description=(
+            "A local Gradium TTS WebSocket server with an eSpeak NG voice.\n"
+            "Prints ws_url=... and base_url=..., then a log line per request; Ctrl-C stops it."
+        ),
+        epilog="faults (--fault NAME, or ?fault=NAME on one connection's URL):\n" + _fault_lines(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8765, help="0 picks a free port")
-    p.add_argument("--api-key", default="test-key")
-    p.add_argument("--handshake-ms", type=float, default=d.handshake_s * 1000)
-    p.add_argument("--setup-ms", type=float, default=d.setup_s * 1000)
-    p.add_argument("--model-delay-ms", type=float, default=d.model_delay_s * 1000)
-    p.add_argument("--lookahead-words", type=int, default=d.lookahead_words)
-    p.add_argument("--speed", type=float, default=d.speed)
-    p.add_argument(
-        "--fault", action="append", default=[], help="a fault for every connection (repeatable)"
+    add = p.add_argument
+    add("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    add(
+        "--port", type=int, default=8765, help="TCP port, 0 picks a free one (default: %(default)s)"
     )
-    p.add_argument("--session-limit-s", type=float, default=300.0)
-    p.add_argument("--idle-timeout-s", type=float, default=180.0)
-    p.add_argument("--fault-after-chunks", type=int, default=3)
-    p.add_argument("--slow-first-audio-s", type=float, default=2.0)
+    add("--api-key", default="test-key", help="the key clients must send (default: %(default)s)")
+    latency = p.add_argument_group("latency model")
+    lat = latency.add_argument
+    lat(
+        "--handshake-ms",
+        type=float,
+        default=d.handshake_s * 1000,
+        help="milliseconds before the WebSocket upgrade completes (default: %(default)g)",
+    )
+    lat(
+        "--handshake-jitter-ms",
+        type=float,
+        default=d.handshake_jitter_s * 1000,
+        help="the handshake varies uniformly by +/- this many ms (default: %(default)g)",
+    )
+    lat(
+        "--setup-ms",
+        type=float,
+        default=d.setup_s * 1000,
+        help="milliseconds from setup received to ready sent (default: %(default)g)",
+    )
+    lat(
+        "--model-delay-ms",
+        type=float,
+        default=d.model_delay_s * 1000,
+        help="milliseconds from a request's first speakable word to its first audio "
+        "(default: %(default)g)",
+    )
+    lat(
+        "--lookahead-words",
+        type=int,
+        default=d.lookahead_words,
+        help="complete words held until more text, <flush> or end_of_stream (default: %(default)s)",
+    )
+    lat(
+        "--speed",
+        type=float,
+        default=d.speed,
+        help="generation speed, multiple of real time (default: %(default)g)",
+    )
+    lat(
+        "--net-delay-ms",
+        type=float,
+        default=d.net_delay_s * 1000,
+        help="network model: mean one-way delay of every message, ms (default: %(default)g)",
+    )
+    lat(
+        "--net-jitter-ms",
+        type=float,
+        default=d.net_jitter_s * 1000,
+        help="each message's delay varies uniformly by +/- this many ms (default: %(default)g)",
+    )
+    lat(
+        "--stall-probability",
+        type=float,
+        default=d.stall_probability,
+        help="chance, 0 to 1, that a message also stalls (default: %(default)g)",
+    )
+    lat(
+        "--stall-ms",
+        type=float,
+        default=d.stall_s * 1000,
+        help="length of a stall, ms (default: %(default)g)",
+    )
+    lat("--seed", type=int, default=d.seed, help="seed of every random draw (default: %(default)s)")
+    lat(
+        "--voice-cache",
+        action="store_true",
+        help="synthesize each word once and reuse it, for load runs (default: off)",
+    )
+    faults = p.add_argument_group("faults")
+    flt = faults.add_argument
+    flt(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a fault for every connection; repeatable or comma-separated (default: none)",
+    )
+    flt(
+        "--fault-after-chunks",
+        type=int,
+        default=3,
+        help="audio chunks a request sends before a mid-answer fault (default: %(default)s)",
+    )
+    flt(
+        "--session-limit-s",
+        type=float,
+        default=300.0,
+        help="seconds after connecting that session_limit closes (default: %(default)g)",
+    )
+    flt(
+        "--idle-timeout-s",
+        type=float,
+        default=180.0,
+        help="seconds without a client message that idle_timeout waits (default: %(default)g)",
+    )
+    flt(
+        "--slow-first-audio-s",
+        type=float,
+        default=2.0,
+        help="seconds slow_first_audio adds before first audio (default: %(default)g)",
+    )
     return p
+
+
+def latency_from(args: argparse.Namespace) -> LatencyModel:
+    """The latency model the options describe.
+
+    Args:
+        args: Parsed command-line options.
+
+    Returns:
+        The model.
+
+    Raises:
+        ValueError: If a value is out of range.
+    """
+    return LatencyModel(
+        handshake_s=args.handshake_ms / 1000,
+        setup_s=args.setup_ms / 1000,
+        model_delay_s=args.model_delay_ms / 1000,
+        lookahead_words=args.lookahead_words,
+        speed=args.speed,
+        net_delay_s=args.net_delay_ms / 1000,
+        net_jitter_s=args.net_jitter_ms / 1000,
+        stall_probability=args.stall_probability,
+        stall_s=args.stall_ms / 1000,
+        handshake_jitter_s=args.handshake_jitter_ms / 1000,
+        seed=args.seed,
+        voice_cache=args.voice_cache,
+    )
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -52,13 +206,7 @@ async def run(args: argparse.Namespace) -> None:
     Args:
         args: Parsed command-line options.
     """
-    latency = LatencyModel(
-        handshake_s=args.handshake_ms / 1000,
-        setup_s=args.setup_ms / 1000,
-        model_delay_s=args.model_delay_ms / 1000,
-        lookahead_words=args.lookahead_words,
-        speed=args.speed,
-    )
+    latency = latency_from(args)
     emu = GradiumEmulator(
         args.api_key,
         host=args.host,
@@ -93,9 +241,19 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         parse_faults(args.fault)
+        latency_from(args)  # validates the values before anything starts
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    try:
+        ensure_available()
+    except VoiceUnavailableError:
+        # One line, no traceback: the fix is an install.
+        print(
+            f"error: the emulator's voice (eSpeak NG) is not installed: {INSTALL_HINT}",
+            file=sys.stderr,
+        )
+        return 1
     asyncio.run(run(args))
     return 0
 

@@ -15,6 +15,7 @@ from loguru import logger
 
 from .config import SetupError, parse_setup
 from .faults import Fault
+from .latency import DelayLine
 from .request import Request
 from .stats import ConnectionStats, RequestStats
 
@@ -67,6 +68,13 @@ class Connection:
         self._end: asyncio.Future[_End] = asyncio.get_running_loop().create_future()
         self._activity = asyncio.Event()
         self.done = asyncio.Event()
+        # The network model, when on: each direction delays its messages, in order.
+        net = emulator.latency
+        self._out: DelayLine[str] | None = None
+        self._in: DelayLine[str] | None = None
+        if net.has_network:
+            self._out = DelayLine(net, net.rng(stats.id, "down"), self._send_now)
+            self._in = DelayLine(net, net.rng(stats.id, "up"), self._handle)
 
     # --- called by requests -------------------------------------------------------------
 
@@ -89,6 +97,14 @@ class Connection:
             data: The frame's text.
         """
         if self.ws.closed or self._end.done():
+            return
+        if self._out is not None:
+            self._out.put(data)
+            return
+        await self._send_now(data)
+
+    async def _send_now(self, data: str) -> None:
+        if self.ws.closed:
             return
         async with self._send_lock:
             try:
@@ -176,6 +192,15 @@ class Connection:
                 # Closing the socket stops generation: record it before cancelling anything.
                 self.client_gone = True
             await self._stop_requests()
+            if self._out is not None and end.kind == "server":
+                # What the server sent before closing still arrives, then the close.
+                try:
+                    await asyncio.wait_for(self._out.drain(), 5.0)
+                except TimeoutError:
+                    pass
+            for line in (self._out, self._in):
+                if line is not None:
+                    await line.close()
             for task in [reader, *timers]:
                 task.cancel()
             await asyncio.gather(reader, *timers, return_exceptions=True)
@@ -235,7 +260,10 @@ class Connection:
                 return
             self._activity.set()
             if msg.type == WSMsgType.TEXT:
-                await self._handle(msg.data)
+                if self._in is not None:
+                    self._in.put(msg.data)
+                else:
+                    await self._handle(msg.data)
             elif msg.type == WSMsgType.BINARY:
                 await self._error(None, 1008, "binary frames are not accepted", scoped=False)
             elif msg.type == WSMsgType.ERROR:
@@ -339,7 +367,11 @@ class Connection:
         )
         self.stats.requests.append(stats)
         self.emulator.stats.requests.append(stats)
-        req = Request(self, config, stats, self.emulator.latency, self.emulator.take_hold(req_id))
+        faults = self.emulator.take_request_faults()
+        stats.faults = sorted(f.value for f in faults)
+        req = Request(
+            self, config, stats, self.emulator.latency, self.emulator.take_hold(req_id), faults
+        )
         self.requests[config.client_req_id] = req
         self._all_requests.append(req)
         self.stats_changed()

@@ -32,6 +32,29 @@ class Fault(str, Enum):
     """Send ``need_more_text`` after ``ready`` and ``flushed`` after each flush's audio."""
     REFUSE_CONNECTION = "refuse_connection"
     """Refuse at the HTTP level before the upgrade (HTTP 503)."""
+    REQUEST_ERROR = "request_error"
+    """After ``fault_after_chunks`` audio chunks: error 1011 for that request only; the socket
+    stays open when it is multiplexed (Gradium's "terminal for that request only")."""
+    RESET_MID_WORD = "reset_mid_word"
+    """From ``fault_after_chunks`` audio chunks on: a TCP reset at the first chunk boundary
+    that falls inside a word whose timing was already sent."""
+
+    @property
+    def per_request(self) -> bool:
+        """Whether the fault acts on one request (so ``fault_next_request`` can target it)."""
+        return self in _PER_REQUEST
+
+
+_PER_REQUEST = frozenset(
+    {
+        Fault.ERROR_MID_ANSWER,
+        Fault.RESET_MID_ANSWER,
+        Fault.RESET_MID_WORD,
+        Fault.REQUEST_ERROR,
+        Fault.SLOW_FIRST_AUDIO,
+        Fault.MALFORMED_JSON,
+    }
+)
 
 
 def parse_faults(values: Iterable[str]) -> set[Fault]:

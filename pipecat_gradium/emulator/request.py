@@ -51,6 +51,7 @@ class Request:
         stats: Its stats record.
         latency: The latency model, fixed for the request's life.
         hold: A hold to honour, if a test asked for one.
+        faults: Faults for this request only, on top of the connection's.
     """
 
     def __init__(
@@ -60,9 +61,11 @@ class Request:
         stats: RequestStats,
         latency: LatencyModel,
         hold: Hold | None,
+        faults: set[Fault] | None = None,
     ) -> None:
         """Create the request (call :meth:`start` to run it)."""
         self.conn = conn
+        self.faults = conn.faults | (faults or set())
         self.config = config
         self.stats = stats
         self.latency = latency
@@ -163,7 +166,7 @@ class Request:
         )
         self.stats.ready_at = time.monotonic()
         self.conn.stats_changed()
-        if Fault.UNKNOWN_MESSAGES in self.conn.faults:
+        if Fault.UNKNOWN_MESSAGES in self.faults:
             await self.conn.send(self._msg({"type": "need_more_text"}))
         next_at: float | None = None
         sent_samples = 0
@@ -183,7 +186,7 @@ class Request:
                 now = time.monotonic()
                 if next_at is None:
                     first = (self._first_speakable_at or now) + lat.model_delay_s
-                    if Fault.SLOW_FIRST_AUDIO in self.conn.faults:
+                    if Fault.SLOW_FIRST_AUDIO in self.faults:
                         first += self.conn.slow_first_audio_s
                     next_at = max(now, first)
                 else:
@@ -193,7 +196,7 @@ class Request:
                 )
                 if self.done:  # a fault ended the request
                     return
-            if seg.flushed and Fault.UNKNOWN_MESSAGES in self.conn.faults:
+            if seg.flushed and Fault.UNKNOWN_MESSAGES in self.faults:
                 await self.conn.send(self._msg({"type": "flushed"}))
         await self.conn.send(self._msg({"type": "end_of_stream"}))
         self.done = True
@@ -223,6 +226,23 @@ class Request:
                 return
             # rewrite_rules: speak "24" as "twenty four"; report spoken or source words.
             spoken = [spoken_words(w, lang) for w in run]
+            if self.latency.voice_cache:
+                # Load runs: each word's audio once, reused; word timings stay exact.
+                for source, group in zip(run, spoken, strict=True):
+                    reported: list[tuple[str, int, int]] = []
+                    for w in group:
+                        clip = voice.cached_word(w, wpm, rate)
+                        if clip is None:
+                            clip = await asyncio.to_thread(voice.synthesize_word, w, wpm, rate)
+                        samples, speech = clip
+                        reported.append((w, offset, offset + speech))
+                        parts.append(samples)
+                        offset += len(samples)
+                    if per_source and reported:
+                        reported = [(source, reported[0][1], reported[-1][2])]
+                    words.extend(_SpokenWord(t, a / rate, b / rate) for t, a, b in reported)
+                run.clear()
+                return
             said = [s for group in spoken for s in group]
             synth = await asyncio.to_thread(
                 voice.synthesize, words_text(said), wpm, lambda: self.stopped
@@ -310,7 +330,7 @@ class Request:
             sent_samples += chunk.size
             chunks_sent += 1
             next_at += CHUNK_S / self.latency.speed
-            await self._after_chunk(chunks_sent)
+            await self._after_chunk(chunks_sent, stop_s)
             if self.done:
                 return next_at, sent_samples, chunks_sent
         for w in seg.words[wi:]:
@@ -332,10 +352,24 @@ class Request:
         )
         self.stats.words.append((word.text, start, stop))
 
-    async def _after_chunk(self, chunks_sent: int) -> None:
+    async def _after_chunk(self, chunks_sent: int, audio_end_s: float) -> None:
         """Faults and holds that fire after a given number of chunks."""
-        faults = self.conn.faults
+        faults = self.faults
+        if (
+            Fault.RESET_MID_WORD in faults
+            and chunks_sent >= self.conn.fault_after_chunks
+            and self.stats.words
+            and self.stats.words[-1][1] < audio_end_s < self.stats.words[-1][2] - 1e-6
+        ):
+            # The audio sent so far ends inside the last word whose timing went out.
+            self.done = True
+            self.conn.request_reset()
+            return
         if chunks_sent == self.conn.fault_after_chunks:
+            if Fault.REQUEST_ERROR in faults:
+                self.done = True
+                await self.conn.request_error(self, 1011, "internal error (emulated request fault)")
+                return
             if Fault.ERROR_MID_ANSWER in faults:
                 self.done = True
                 await self.conn.request_error(

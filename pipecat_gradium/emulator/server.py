@@ -75,7 +75,10 @@ class GradiumEmulator:
         self.slow_first_audio_s = slow_first_audio_s
         self.word_reports = WordReports(word_reports)
         self.stats = EmulatorStats()
+        self._handshake_rng = self.latency.rng("handshake")
         self._next_faults: list[Fault] = []
+        self._next_request_faults: list[Fault] = []
+        self._outage_until: float | None = None
         self._holds: list[Hold] = []
         self._connections: set[Connection] = set()
         self._runner: web.AppRunner | None = None
@@ -98,6 +101,57 @@ class GradiumEmulator:
             count: How many connections get it.
         """
         self._next_faults.extend([fault] * count)
+
+    def fault_next_request(self, fault: Fault, count: int = 1) -> None:
+        """Apply a per-request ``fault`` to the next ``count`` requests set up, on any socket.
+
+        Args:
+            fault: A fault that acts on one request (``fault.per_request``).
+            count: How many requests get it.
+
+        Raises:
+            ValueError: If the fault acts on whole connections.
+        """
+        if not fault.per_request:
+            raise ValueError(f"{fault.value} acts on connections: use fault_next_connection")
+        self._next_request_faults.extend([fault] * count)
+
+    def take_request_faults(self) -> set[Fault]:
+        """The faults the next request gets (called by a connection at each setup).
+
+        Returns:
+            At most one fault, in the order they were asked for.
+        """
+        return {self._next_request_faults.pop(0)} if self._next_request_faults else set()
+
+    def start_outage(self, duration_s: float | None = None, *, drop_open: bool = False) -> None:
+        """Refuse every connection (HTTP 503) for ``duration_s`` seconds, or until ended.
+
+        An outage that ends, as a deployment meets one.
+
+        Args:
+            duration_s: Length of the outage; None lasts until :meth:`end_outage`.
+            drop_open: Also reset every open socket (a network outage cuts them too).
+        """
+        loop = asyncio.get_running_loop()
+        self._outage_until = float("inf") if duration_s is None else loop.time() + duration_s
+        if drop_open:
+            for conn in list(self._connections):
+                conn.request_reset()
+
+    def end_outage(self) -> None:
+        """Accept connections again."""
+        self._outage_until = None
+
+    @property
+    def in_outage(self) -> bool:
+        """Whether connections are being refused by :meth:`start_outage`."""
+        if self._outage_until is None:
+            return False
+        if asyncio.get_running_loop().time() >= self._outage_until:
+            self._outage_until = None
+            return False
+        return True
 
     def hold_after_chunks(self, n: int, client_req_id: str | None = None) -> Hold:
         """Pause the next request (with that id, if given) after it sent ``n`` audio chunks.
@@ -190,12 +244,13 @@ class GradiumEmulator:
         if self._next_faults:
             faults.add(self._next_faults.pop(0))
         conn_stats = self.stats.new_connection(request.path, sorted(f.value for f in faults))
-        if Fault.REFUSE_CONNECTION in faults:
+        if Fault.REFUSE_CONNECTION in faults or self.in_outage:
+            conn_stats.refused = True
             conn_stats.closed_at = conn_stats.opened_at
             conn_stats.closed_by = "server"
             self.stats.changed()
             return web.Response(status=503, text="Service unavailable (emulated fault)")
-        await asyncio.sleep(self.latency.handshake_s)
+        await asyncio.sleep(self.latency.handshake_delay(self._handshake_rng))
         ws = web.WebSocketResponse(timeout=2.0, autoping=True)
         await ws.prepare(request)
         conn = Connection(self, ws, request, conn_stats, faults)
@@ -226,6 +281,7 @@ class GradiumEmulator:
             if not isinstance(body, dict):
                 raise ValueError("body must be a JSON object")
             self.latency = LatencyModel.from_dict(body, base=self.latency)
+            self._handshake_rng = self.latency.rng("handshake")
         except (ValueError, TypeError, json.JSONDecodeError) as exc:
             return web.json_response({"error": str(exc)}, status=400)
         logger.info(f"emulator: latency now {self.latency}")

@@ -32,11 +32,18 @@ class RequestStats:
     finished: bool = False
     left_open: bool = False
     error: str | None = None
+    faults: list[str] = field(default_factory=list)
 
     @property
     def audio_s(self) -> float:
         """Seconds of audio sent for this request."""
         return sum(d for _, d in self.audio_chunks)
+
+    @property
+    def heard_words(self) -> list[str]:
+        """The source words whose audio was sent in full (a word cut by a fault is not)."""
+        sent = self.audio_s + 1e-6
+        return [w for w, _, stop in self.words if stop <= sent]
 
     @property
     def text(self) -> str:
@@ -62,6 +69,8 @@ class RequestStats:
             "audio_chunks": [list(c) for c in self.audio_chunks],
             "audio_s": self.audio_s,
             "words": [list(w) for w in self.words],
+            "heard_words": self.heard_words,
+            "faults": list(self.faults),
             "audio_after_client_gone_s": self.audio_after_client_gone_s,
             "finished": self.finished,
             "left_open": self.left_open,
@@ -82,6 +91,7 @@ class ConnectionStats:
     id: int
     opened_at: float
     path: str
+    refused: bool = False
     closed_at: float | None = None
     closed_by: str | None = None
     close_code: int | None = None
@@ -100,6 +110,7 @@ class ConnectionStats:
             "closed_at": self.closed_at,
             "closed_by": self.closed_by,
             "close_code": self.close_code,
+            "refused": self.refused,
             "path": self.path,
             "faults": list(self.faults),
             "client_req_ids": [r.client_req_id for r in self.requests],

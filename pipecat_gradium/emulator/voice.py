@@ -6,6 +6,7 @@ lock; callers run :func:`synthesize` in a worker thread (``asyncio.to_thread``).
 
 from __future__ import annotations
 
+import collections
 import ctypes
 import threading
 from collections.abc import Callable
@@ -211,3 +212,60 @@ def ensure_available() -> None:
         VoiceUnavailableError: If eSpeak NG is not installed.
     """
     _ENGINE.synthesize("", _DEFAULT_WPM)
+
+
+#: Samples quieter than this (of 32768) count as silence when trimming a cached word.
+_SILENCE = 300
+#: Silence after each cached word: the gap between words.
+_WORD_GAP_S = 0.05
+_WORD_CACHE_SIZE = 4096
+_word_cache: collections.OrderedDict[tuple[str, int, int], tuple[np.ndarray, int]] = (
+    collections.OrderedDict()
+)
+
+
+def cached_word(word: str, rate_wpm: int, sample_rate: int) -> tuple[np.ndarray, int] | None:
+    """A word's audio from the cache, if it was synthesized before (cheap: no eSpeak call).
+
+    Args:
+        word: The word as sent.
+        rate_wpm: Speaking rate.
+        sample_rate: The output rate.
+
+    Returns:
+        ``(samples, speech_samples)``: the word's int16 audio at ``sample_rate`` followed by a
+        short gap, and how many of those samples are speech; None when not cached.
+    """
+    key = (word, rate_wpm, sample_rate)
+    hit = _word_cache.get(key)
+    if hit is not None:
+        _word_cache.move_to_end(key)
+    return hit
+
+
+def synthesize_word(word: str, rate_wpm: int, sample_rate: int) -> tuple[np.ndarray, int]:
+    """Synthesize one word alone, trim its silence, resample it, and cache it.
+
+    Blocking: call it from a worker thread.
+
+    Args:
+        word: The word as sent (its punctuation is spoken as eSpeak would).
+        rate_wpm: Speaking rate.
+        sample_rate: The output rate.
+
+    Returns:
+        ``(samples, speech_samples)`` as :func:`cached_word` returns them.
+    """
+    from .audio import resample  # imported here: audio does not need the voice
+
+    synth = synthesize(word, rate_wpm)
+    loud = np.flatnonzero(np.abs(synth.samples.astype(np.int32)) > _SILENCE)
+    speech = synth.samples[loud[0] : loud[-1] + 1] if loud.size else synth.samples[:0]
+    gap = np.zeros(int(ESPEAK_RATE * _WORD_GAP_S), dtype=np.int16)
+    out = resample(np.concatenate([speech, gap]), ESPEAK_RATE, sample_rate)
+    speech_out = min(len(out), int(round(len(speech) * sample_rate / ESPEAK_RATE)))
+    entry = (out, speech_out)
+    _word_cache[(word, rate_wpm, sample_rate)] = entry
+    while len(_word_cache) > _WORD_CACHE_SIZE:
+        _word_cache.popitem(last=False)
+    return entry

@@ -1,0 +1,311 @@
+"""The browser agent in a real browser: headless Chromium, Pipecat's client library, WebRTC.
+
+``examples/browser_agent.py`` runs as the README says (Pipecat's development runner, SmallWebRTC,
+offline: the embedded emulator speaks, the scripted stand-in answers). A page built from Pipecat's
+client library (``tests/browser/page.js``) connects to it over WebRTC on 127.0.0.1, and every
+assertion reads what the browser itself received: the WebRTC statistics of the incoming audio
+track (energy, duration) and its WebAudio level every ~10 ms (when it falls silent).
+
+Why not Pipecat's prebuilt page itself: it opens here and renders, but on Connect its SmallWebRTC
+transport's default device manager (Daily's) loads a script from c.daily.co, which a closed
+network refuses. The page here uses the same client library with the ``WavMediaManager`` instead.
+
+It skips only when it cannot run here: no Chromium (``apt-get install chromium``; ``.ci/run``
+installs it), or no npm to fetch Pipecat's client library. Measurements are printed and saved to
+``out/browser_test.json``; the page's screenshot to ``out/browser_agent.png``.
+"""
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PAGE = ROOT / "tests" / "browser"
+OUT = ROOT / "out"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+# The flags that work on a closed network, as root, with no display or devices.
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--autoplay-policy=no-user-gesture-required",
+    "--use-fake-ui-for-media-stream",
+]
+#: Mean square (full scale 1.0) below which a 10 ms block counts as silent (-40 dBFS).
+SILENT = 1e-4
+#: A silent run this long after the interruption is the answer having stopped (longer than
+#: the pauses between the emulator's words).
+SILENT_RUN_MS = 150.0
+
+sys.path.insert(0, str(ROOT / "examples"))
+from scripted_llm import ANSWER, GREETING  # noqa: E402
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def cannot_run(reason: str) -> None:
+    """Skip, saying why; in CI (``CI=true``, as ``.ci/run`` sets) that is a failure instead."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"the browser test must run in CI: {reason}")
+    pytest.skip(reason)
+
+
+def build_page() -> Path:
+    """Bundle the page with Pipecat's client library (npm ci once, then esbuild)."""
+    if CHROMIUM is None:
+        cannot_run("Chromium not found: install Debian's chromium (apt-get install chromium)")
+    npm = shutil.which("npm")
+    if npm is None:
+        cannot_run("npm not found: it fetches Pipecat's client library for the page")
+        raise AssertionError  # unreachable: cannot_run raises
+    if not (PAGE / "node_modules" / ".package-lock.json").exists():
+        done = subprocess.run(
+            [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+            cwd=PAGE,
+            capture_output=True,
+            text=True,
+        )
+        if done.returncode:
+            cannot_run(f"npm ci could not fetch Pipecat's client library: {done.stderr[-500:]}")
+    subprocess.run([npm, "run", "-s", "build"], cwd=PAGE, check=True)
+    return PAGE / "dist" / "page.js"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def start_agent(port: int, log: Path) -> subprocess.Popen:
+    """Run the README's agent command (offline: no keys) and wait until it serves."""
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+    cmd = [sys.executable, "examples/browser_agent.py", "--host", "127.0.0.1"]
+    proc = subprocess.Popen(
+        [*cmd, "--port", str(port), "-t", "webrtc"],
+        cwd=ROOT,
+        env=env,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 45
+    async with aiohttp.ClientSession() as http:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise AssertionError(f"the agent exited: {log.read_text()[-2000:]}")
+            try:
+                async with http.get(f"http://127.0.0.1:{port}/status") as r:
+                    if r.status == 200:
+                        return proc
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.2)
+    proc.kill()
+    raise AssertionError(f"the agent did not serve within 45 s: {log.read_text()[-2000:]}")
+
+
+def expected_speech_s(text: str) -> float:
+    """Seconds from the first to the last sound of ``text`` in the emulator's voice."""
+    from pipecat_gradium.emulator.voice import ESPEAK_RATE, synthesize
+
+    samples = synthesize(text).samples.astype(np.float64) / 32768.0
+    loud = np.flatnonzero(samples**2 > SILENT)
+    return (loud[-1] - loud[0]) / ESPEAK_RATE
+
+
+def loud_span(blocks, start: float, end: float) -> tuple[float, float, float]:
+    """First and last loud block in [start, end] and the loud seconds between them."""
+    loud = [t for t, ms in blocks if start <= t <= end and ms > SILENT]
+    assert loud, f"no audio above silence between {start:.0f} and {end:.0f} ms"
+    return loud[0], loud[-1], len(loud) * 0.0107
+
+
+def stats_energy(samples, start: float, end: float) -> tuple[float, float]:
+    """RMS level (full scale 1.0) and seconds of audio from WebRTC stats in [start, end]."""
+    inside = [s for s in samples if start <= s[0] <= end]
+    assert len(inside) >= 2, "no WebRTC statistics in that window"
+    energy = inside[-1][1] - inside[0][1]
+    seconds = inside[-1][2] - inside[0][2]
+    return float(np.sqrt(energy / seconds)), seconds
+
+
+def spoken_text(probe) -> str:
+    """The bot's words as the page heard them (each segment's text up to its last word)."""
+    segments: dict = {}
+    for d in probe["botText"]:
+        heard = (d.get("spoken_progress") or {}).get("accumulated_text")
+        if heard:
+            segments[d["segment_id"]] = heard
+    return " ".join(" ".join(segments.values()).split())
+
+
+def event_times(probe, kind: str, after: float = 0.0) -> list[float]:
+    return [t for t, k, _ in probe["events"] if k == kind and t >= after]
+
+
+def silence_onset(blocks, after: float) -> float:
+    """When the audio fell silent for good: the start of the first silent run of
+    ``SILENT_RUN_MS`` after ``after`` (the end of the last loud block before it)."""
+    run_start = None
+    last_loud = after
+    for t, ms in blocks:
+        if t < after:
+            continue
+        if ms > SILENT:
+            run_start = None
+            last_loud = t
+        elif run_start is None:
+            run_start = last_loud
+        elif t - run_start >= SILENT_RUN_MS:
+            return run_start
+    raise AssertionError("the audio never fell silent after the interruption")
+
+
+async def test_agent_speaks_answers_and_is_interrupted_in_a_real_browser(tmp_path):
+    from playwright.async_api import async_playwright
+
+    started = time.monotonic()
+    bundle = build_page()
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    agent = await start_agent(port, tmp_path / "agent.log")
+    try:
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(
+                executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_FLAGS
+            )
+            page = await browser.new_page()
+            # Served from the agent's own origin, so /start and /api/offer are same-origin.
+            await page.route(
+                f"{base}/_test/page.html",
+                lambda r: r.fulfill(path=PAGE / "page.html", content_type="text/html"),
+            )
+            await page.route(
+                f"{base}/_test/page.js",
+                lambda r: r.fulfill(path=bundle, content_type="text/javascript"),
+            )
+            await page.goto(f"{base}/_test/page.html")
+            await page.click("#connect")
+
+            async def wait(js: str, timeout_s: float, what: str) -> None:
+                try:
+                    await page.wait_for_function(js, timeout=timeout_s * 1000, polling=50)
+                except Exception as e:
+                    probe = await page.evaluate("window.probe")
+                    raise AssertionError(
+                        f"{what}: {e}\nevents: {probe['events']}\nagent log: "
+                        f"{(tmp_path / 'agent.log').read_text()[-3000:]}"
+                    ) from e
+
+            # 1. The greeting, spoken in full.
+            await wait("probe.events.some(e => e[1] === 'bot-stopped-speaking')", 30, "no greeting")
+            probe = await page.evaluate("window.probe")
+            g_start = event_times(probe, "bot-started-speaking")[0]
+            g_stop = event_times(probe, "bot-stopped-speaking")[0]
+            first, last, g_loud_s = loud_span(probe["blocks"], g_start, g_stop + 300)
+            g_rms, g_stats_s = stats_energy(probe["samples"], g_start, g_stop + 300)
+            g_expected = expected_speech_s(GREETING)
+            # Silence before the bot spoke: the energy above is the greeting's, not noise.
+            quiet_rms, _ = stats_energy(probe["samples"], 0, g_start - 100)
+
+            # 2. A typed message gets a spoken answer; 3. typing while it speaks interrupts it.
+            await page.fill("#text", "What is the weather like")
+            await page.press("#text", "Enter")
+            await wait(
+                f"probe.blocks.filter(b => b[0] > probe.sent[0][0] && b[1] > {SILENT}).length"
+                " > 150",
+                15,
+                "the typed message got no spoken answer",
+            )
+            await page.fill("#text", "Stop, something else")
+            await page.press("#text", "Enter")
+            await wait(
+                "probe.sent.length === 2 && probe.events.filter(e => e[1] === "
+                "'bot-started-speaking' && e[0] > probe.sent[1][0]).length > 0 && "
+                f"probe.blocks.filter(b => b[0] > probe.sent[1][0] && b[1] > {SILENT}).length"
+                " > 150",
+                15,
+                "the answer after the interruption did not speak",
+            )
+            await page.wait_for_timeout(300)
+            probe = await page.evaluate("window.probe")
+            OUT.mkdir(exist_ok=True)
+            screenshot = OUT / "browser_agent.png"
+            await page.screenshot(path=str(screenshot))
+            await browser.close()
+    finally:
+        agent.send_signal(signal.SIGINT)
+        try:
+            agent.wait(10)
+        except subprocess.TimeoutExpired:
+            agent.kill()
+
+    blocks = probe["blocks"]
+    sent1, sent2 = probe["sent"][0][0], probe["sent"][1][0]
+    a1_first, _, a1_loud_s = loud_span(blocks, sent1, sent2)
+    # The interruption reached the bot's output stage before the browser heard of it: the
+    # bot-stopped-speaking message that stage sent in response is the latest that moment can be.
+    reached = event_times(probe, "bot-stopped-speaking", after=sent2)[0]
+    onset = silence_onset(blocks, sent2)
+    next_start = event_times(probe, "bot-started-speaking", after=sent2)[0]
+    a2_first, a2_last, a2_loud_s = loud_span(blocks, next_start, blocks[-1][0])
+    a2_rms, _ = stats_energy(probe["samples"], a2_first, a2_last)
+    heard = spoken_text(probe)
+    figures = {
+        "greeting_expected_s": round(g_expected, 2),
+        "greeting_first_to_last_sound_s": round((last - first) / 1000, 2),
+        "greeting_loud_s": round(g_loud_s, 2),
+        "greeting_rms_webrtc_stats": round(g_rms, 4),
+        "greeting_window_stats_s": round(g_stats_s, 2),
+        "before_greeting_rms": round(quiet_rms, 6),
+        "answer1_ms_from_send_to_first_sound": round(a1_first - sent1),
+        "answer1_loud_s_before_barge_in": round(a1_loud_s, 2),
+        "interruption_reached_bot_ms_after_send": round(reached - sent2),
+        "silent_ms_after_interruption_reached_bot": round(onset - reached),
+        "silent_ms_after_send": round(onset - sent2),
+        "gap_before_next_answer_ms": round(a2_first - onset),
+        "answer2_loud_s": round(a2_loud_s, 2),
+        "answer2_rms_webrtc_stats": round(a2_rms, 4),
+        "test_s": round(time.monotonic() - started, 1),
+        "screenshot": str(screenshot),
+    }
+    (OUT / "browser_test.json").write_text(json.dumps(figures, indent=2))
+    print("browser test:", json.dumps(figures))
+
+    # The greeting arrived as audio: well above silence, lasting as long as its text takes.
+    assert quiet_rms < 0.01
+    assert g_rms > 0.05
+    assert abs((last - first) / 1000 - g_expected) < 0.25 * g_expected
+    # The typed message got a spoken answer.
+    assert a1_loud_s > 1.0
+    # The interrupted answer fell silent within 300 ms of the interruption reaching the bot,
+    # and stayed silent until the next answer, which speaks.
+    assert onset - reached <= 300
+    assert a2_first - onset >= SILENT_RUN_MS
+    assert a2_loud_s > 1.0 and a2_rms > 0.05
+    # After the barge-in the stand-in quotes the end of its previous answer as the context
+    # holds it: the words the page heard before the interruption, not the whole scripted text.
+    assert "You cut me off after: " in heard, heard
+    quoted = heard.split("You cut me off after: ")[1].split(".")[0]
+    before = heard.split("You cut me off")[0]
+    interrupted = (
+        "You typed: What is the weather like" + before.split("What is the weather like")[1]
+    )
+    plain = " ".join(w.strip(".,;:!?") for w in interrupted.split())
+    assert quoted and plain.endswith(quoted), (quoted, interrupted)
+    assert len(interrupted.split()) < len(ANSWER.split())

@@ -4,6 +4,7 @@ Usage::
 
     python -m benchmarks.run            # the full run (about 8 minutes on 2 cores)
     python -m benchmarks.run --quick    # a smoke run (about 2 minutes)
+    python -m benchmarks.run --scale    # the scale table: ceiling, jitter, barge-ins at load
 """
 
 import sys
@@ -31,7 +32,8 @@ from typing import Any  # noqa: E402
 from benchmarks.clients import CLIENTS, FIRST_CHUNK_SWEEP  # noqa: E402
 from benchmarks.emulator import LATENCY_MODEL, start_emulator  # noqa: E402
 from benchmarks.measure import run_barge_in, run_concurrency, run_series  # noqa: E402
-from benchmarks.report import render, write_chart  # noqa: E402
+from benchmarks.report import render, render_scale, write_chart  # noqa: E402
+from benchmarks.scale import run_barge_in_load, run_ceilings, run_jitter_ttfa  # noqa: E402
 from benchmarks.traces import ANSWER_FIRST_6, ANSWER_FIRST_20, STANDARD, TRACES, Trace  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
@@ -143,6 +145,118 @@ async def bench(quick: bool) -> dict[str, Any]:
     return out
 
 
+#: The clients of the scale table (the flush-off variant behaves like the default under load).
+SCALE_CLIENTS = [c for c in CLIENTS if c.key != "ours_noflush"]
+#: The load runs: the emulator's cached-word voice, no permessage-deflate, no jitter.
+LOAD_EMULATOR = {
+    "voice_cache": True,
+    "deflate": False,
+    "net_delay_s": 0.0,
+    "net_jitter_s": 0.0,
+    "stall_probability": 0.0,
+    "handshake_jitter_s": 0.0,
+}
+#: The network model of the jitter runs: 40 ms ± 20 ms per message each way (uniform), 1 % of
+#: messages stalled 200 ms more, handshake 100 ms ± 50 ms; seeded.
+JITTER = {
+    "net_delay_s": 0.04,
+    "net_jitter_s": 0.02,
+    "stall_probability": 0.01,
+    "stall_s": 0.2,
+    "handshake_jitter_s": 0.05,
+    "seed": 1,
+}
+
+
+def scale_settings(quick: bool) -> dict[str, Any]:
+    """Levels and counts for the scale run."""
+    if quick:
+        return {
+            "levels": [8, 16],
+            "tries": 1,
+            "ceiling_cap_s": 60.0,
+            "jitter_sessions": 2,
+            "jitter_answers": 2,
+            "barge_in_one_rounds": 2,
+            "barge_in_load_sessions": 16,
+            "barge_in_load_spread_s": 2.0,
+        }
+    return {
+        "levels": [32 * k for k in range(1, 11)],
+        "tries": 2,
+        "ceiling_cap_s": 600.0,
+        "jitter_sessions": 8,
+        "jitter_answers": 8,
+        "barge_in_one_rounds": 5,
+        "barge_in_load_sessions": 160,
+        "barge_in_load_spread_s": 16.0,
+    }
+
+
+async def bench_scale(quick: bool) -> dict[str, Any]:
+    """The scale table: ceiling per client, jittered TTFA, barge-ins at 1 and N sessions."""
+    cfg = scale_settings(quick)
+    began = time.monotonic()
+    emu = await start_emulator()
+    out: dict[str, Any] = {
+        "latency_model": dict(LATENCY_MODEL),
+        "load_emulator": LOAD_EMULATOR,
+        "jitter": JITTER,
+        "config": cfg,
+        "quick": quick,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "load_average_at_start": os.getloadavg(),
+        },
+        "clients": {c.key: {"label": c.label, "baseline": c.baseline} for c in SCALE_CLIENTS},
+        "phase_s": {},
+    }
+    try:
+        await emu.set_latency(speed=CONCURRENCY_SPEED, **LOAD_EMULATOR)
+        logger.info("ceiling: every client, level by level")
+        ceilings = await run_ceilings(
+            emu,
+            SCALE_CLIENTS,
+            CONCURRENCY_TRACE,
+            cfg["levels"],
+            tries=cfg["tries"],
+            time_cap_s=cfg["ceiling_cap_s"],
+        )
+        for key, ceiling in ceilings.items():
+            out["clients"][key]["ceiling"] = ceiling
+        out["phase_s"]["ceiling"] = time.monotonic() - began
+        for spec in SCALE_CLIENTS:
+            logger.info(f"barge-in, 1 and {cfg['barge_in_load_sessions']} sessions: {spec.label}")
+            entry = out["clients"][spec.key]
+            entry["barge_in_1"] = await run_barge_in_load(
+                emu, spec, CONCURRENCY_TRACE, sessions=1, rounds=cfg["barge_in_one_rounds"]
+            )
+            entry["barge_in_load"] = await run_barge_in_load(
+                emu,
+                spec,
+                CONCURRENCY_TRACE,
+                sessions=cfg["barge_in_load_sessions"],
+                spread_s=cfg["barge_in_load_spread_s"],
+            )
+        out["phase_s"]["barge_in"] = time.monotonic() - began - out["phase_s"]["ceiling"]
+        await emu.set_latency(speed=SERIES_SPEED, **JITTER)
+        for spec in SCALE_CLIENTS:
+            logger.info(f"jitter: {spec.label}")
+            out["clients"][spec.key]["jitter"] = await run_jitter_ttfa(
+                emu,
+                spec,
+                STANDARD,
+                sessions=cfg["jitter_sessions"],
+                answers=cfg["jitter_answers"],
+            )
+    finally:
+        await emu.close()
+    out["machine"]["load_average_at_end"] = os.getloadavg()
+    out["runtime_s"] = time.monotonic() - began
+    return out
+
+
 def _jsonable(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _jsonable(v) for k, v in value.items()}
@@ -155,8 +269,23 @@ def main(argv: list[str] | None = None) -> int:
     """Run, print the markdown table, write results.json, results.md and ttfa.png."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="a 1-2 minute smoke run")
+    parser.add_argument(
+        "--scale",
+        action="store_true",
+        help="the scale table (ceiling, jittered TTFA, barge-ins under load): scale.md/.json",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS, help="output directory")
     args = parser.parse_args(argv)
+    if args.scale:
+        results = asyncio.run(bench_scale(args.quick))
+        args.out.mkdir(parents=True, exist_ok=True)
+        name = "scale-quick" if args.quick else "scale"
+        (args.out / f"{name}.json").write_text(json.dumps(_jsonable(results), indent=1))
+        markdown = render_scale(results)
+        (args.out / f"{name}.md").write_text(markdown)
+        print(markdown)
+        logger.info(f"wrote {args.out}/{name}.json, {name}.md")
+        return 0
     results = asyncio.run(bench(args.quick))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(_jsonable(results), indent=1))

@@ -80,7 +80,7 @@ class Backoff:
     """
 
     initial_s: float = 0.5
-    max_s: float = 15.0
+    max_s: float = 5.0
     factor: float = 2.0
 
     def delays(self) -> Iterator[float]:

@@ -9,6 +9,7 @@ import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from pipecat.frames.frames import (
     CancelFrame,
@@ -27,6 +28,9 @@ from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.worker import PipelineParams, PipelineWorker
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.workers.runner import WorkerRunner
+
+if TYPE_CHECKING:
+    from pipecat_gradium.emulator.stats import EmulatorStats, RequestStats
 
 
 def subword_tokens(text: str, *, max_piece: int = 5) -> list[str]:
@@ -66,6 +70,41 @@ def subword_tokens(text: str, *, max_piece: int = 5) -> list[str]:
     return tokens
 
 
+def answer_requests(stats: "EmulatorStats", index: int = 0) -> list["RequestStats"]:
+    """The emulator's records of one answer: its first request, then its continuations.
+
+    Args:
+        stats: The emulator's stats.
+        index: Which answer (0: the first one the emulator saw).
+
+    Returns:
+        The requests whose ``client_req_id`` is the answer's or ``<it>#2``, ``#3``..., in order.
+    """
+    firsts = [r for r in stats.requests if r.client_req_id and "#" not in r.client_req_id]
+    context_id = firsts[index].client_req_id
+    return [r for r in stats.requests if (r.client_req_id or "").partition("#")[0] == context_id]
+
+
+def heard_once(requests: Sequence["RequestStats"]) -> tuple[list[str], int]:
+    """The source words an answer's requests spoke in full, a word repeated at a cut once.
+
+    Args:
+        requests: One answer's requests, in order (see :func:`answer_requests`).
+
+    Returns:
+        The words, and how many cuts repeated a word (re-sent because its audio was cut).
+    """
+    words: list[str] = []
+    repeats = 0
+    for r in requests:
+        heard = list(r.heard_words)
+        if words and heard and heard[0] == words[-1]:
+            heard = heard[1:]
+            repeats += 1
+        words.extend(heard)
+    return words, repeats
+
+
 @dataclass
 class Recorded:
     """A frame as a recorder saw it."""
@@ -88,6 +127,7 @@ class FrameRecorder(FrameProcessor):
         self._direction = direction
         self.records: list[Recorded] = []
         self._changed = asyncio.Condition()
+        self._waiting = 0
         self.on_frame: Callable[[Frame], None] | None = None
 
     async def process_frame(self, frame: Frame, direction: FrameDirection):
@@ -102,8 +142,9 @@ class FrameRecorder(FrameProcessor):
             self.records.append(Recorded(time.monotonic(), frame))
             if self.on_frame:
                 self.on_frame(frame)
-            async with self._changed:
-                self._changed.notify_all()
+            if self._waiting:  # no lock round-trip per frame when nobody waits
+                async with self._changed:
+                    self._changed.notify_all()
         await self.push_frame(frame, direction)
 
     def frames(self, kind: type | tuple[type, ...] = Frame) -> list:
@@ -125,7 +166,11 @@ class FrameRecorder(FrameProcessor):
             async with self._changed:
                 await self._changed.wait_for(predicate)
 
-        await asyncio.wait_for(check(), timeout)
+        self._waiting += 1
+        try:
+            await asyncio.wait_for(check(), timeout)
+        finally:
+            self._waiting -= 1
 
 
 class PacedPlayer(FrameProcessor):

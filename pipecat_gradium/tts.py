@@ -38,6 +38,7 @@ from pipecat.utils.types import NOT_GIVEN, NotGiven, is_given
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import InvalidStatus
 
+from pipecat_gradium.batching import AudioBatcher
 from pipecat_gradium.connection import ConnectionPool, GradiumSocket, StandbyPool
 from pipecat_gradium.phrases import ChunkMode, PhraseAggregator, split_message, wire_text
 from pipecat_gradium.protocol import (
@@ -129,7 +130,8 @@ class GradiumStreamingTTSService(WebsocketTTSService):
         stop_frame_timeout_s: float = 3.0,
         first_audio_timeout_s: float = 10.0,
         probe_backoff_s: float = 0.5,
-        probe_backoff_max_s: float = 15.0,
+        probe_backoff_max_s: float = 5.0,
+        audio_batch_s: float = 0.4,
         strip_markdown: bool = True,
         **kwargs,
     ):
@@ -160,6 +162,10 @@ class GradiumStreamingTTSService(WebsocketTTSService):
                 after the answer ended); past it the answer ends with one error.
             probe_backoff_s: First wait before probing an unreachable Gradium again.
             probe_backoff_max_s: Longest wait between probes (doubling from the first).
+            audio_batch_s: While Gradium is more than 0.5 s ahead of playback, its 80 ms
+                chunks are merged into frames of up to this long (every frame costs the
+                pipeline the same CPU, so this halves the CPU per audio second under load);
+                0 pushes each chunk as it arrives.
             strip_markdown: Run Pipecat's ``strip_markdown`` transform first, so markers and
                 link URLs are not read aloud (the context keeps the LLM's text either way).
             **kwargs: Passed to Pipecat's ``WebsocketTTSService``.
@@ -195,12 +201,12 @@ class GradiumStreamingTTSService(WebsocketTTSService):
         if settings is not None:
             default_settings.apply_update(settings)
         kwargs.setdefault("reconnect_on_error", False)
+        self._warned_languages: set[str] = set()  # the base's __init__ may already warn
         if strip_markdown:
             transforms = list(kwargs.get("text_transforms") or [])
             if not any(isinstance(t, StripMarkdown) for _, t in transforms):
                 transforms.insert(0, ("*", StripMarkdown()))
             kwargs["text_transforms"] = transforms
-        self._warned_languages: set[str] = set()  # the base's __init__ may already warn
         super().__init__(
             text_aggregation_mode=TextAggregationMode.SENTENCE,
             push_text_frames=False,
@@ -220,6 +226,11 @@ class GradiumStreamingTTSService(WebsocketTTSService):
         self._standby_sockets = standby_sockets
         self._max_socket_age_s = max_socket_age_s
         self._connect_timeout_s = connect_timeout_s
+        self._batcher = AudioBatcher(
+            self._push_frame,
+            lambda coro: self.create_task(coro, name="gradium-audio-batch"),
+            max_s=audio_batch_s,
+        )
         self._max_chunk_chars = max_chunk_chars
         self._phrases = PhraseAggregator(
             chunking=chunking,
@@ -291,7 +302,7 @@ class GradiumStreamingTTSService(WebsocketTTSService):
             owner=self,
             connect=self._open_socket,
             on_message=self._on_message,
-            on_lost=self._recovery.on_socket_lost,
+            on_lost=self._on_socket_lost,
             standby=self._standby_sockets,
             max_age_s=self._max_socket_age_s,
             # Every service of the process with this URL and key shares the standby sockets.
@@ -329,6 +340,7 @@ class GradiumStreamingTTSService(WebsocketTTSService):
     async def _disconnect_websocket(self):
         """Close every socket (used at stop and cancel)."""
         await self._stop_watchdog()
+        self._batcher.clear()
         await self._recovery.stop()
         if self._pool and not self._pool.stopped:
             await self._pool.stop()
@@ -432,6 +444,7 @@ class GradiumStreamingTTSService(WebsocketTTSService):
         generating = {r.socket for r in doomed if r.generating}
         for req in doomed:
             self._requests.pop(req.context_id, None)
+            self._batcher.drop(req)
             await self._recovery.forget(req.context_id)
             if req.socket in generating:
                 continue
@@ -575,6 +588,8 @@ class GradiumStreamingTTSService(WebsocketTTSService):
             self._pool.release(req.socket, req.req_id)
 
     async def _finish_request(self, req: GradiumRequest) -> None:
+        await self._batcher.flush(req)  # audio received before the end (or a cut) was heard
+        self._batcher.drop(req)
         if self._requests.get(req.context_id) is req:
             del self._requests[req.context_id]
             await self._recovery.unwatch(req.context_id)
@@ -669,6 +684,11 @@ class GradiumStreamingTTSService(WebsocketTTSService):
             await self._release_heard_words(req)
 
     async def _push_audio(self, req: GradiumRequest, pcm: bytes) -> None:
+        await self._batcher.add(req, pcm, bytes_per_s=self.sample_rate * 2)
+
+    async def _push_frame(self, req: GradiumRequest, pcm: bytes) -> None:
+        if self._requests.get(req.context_id) is not req:
+            return  # interrupted or replaced while its audio was held
         frame = TTSAudioRawFrame(pcm, self.sample_rate, 1, context_id=req.context_id)
         await self.append_to_audio_context(req.context_id, frame)
 
@@ -680,6 +700,7 @@ class GradiumStreamingTTSService(WebsocketTTSService):
         """
         heard = req.take_heard()
         if heard:
+            await self._batcher.flush(req)  # the words go after their audio
             await self.add_word_timestamps(
                 [(word, start + req.time_offset_s) for word, start in heard], req.context_id
             )
@@ -737,6 +758,12 @@ class GradiumStreamingTTSService(WebsocketTTSService):
             await self._recovery.forget(context_id)
 
     # ------------------------------------------------------------------ used by recovery
+
+    async def _on_socket_lost(self, sock: GradiumSocket, reason: str) -> None:
+        # The audio held for the socket's requests was heard: it goes before a continuation's.
+        for req in self._requests_on(sock):
+            await self._batcher.flush(req)
+        await self._recovery.on_socket_lost(sock, reason)
 
     def _requests_on(self, sock: GradiumSocket) -> list[GradiumRequest]:
         return [r for r in self._requests.values() if r.socket is sock]

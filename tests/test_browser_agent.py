@@ -144,6 +144,12 @@ def stats_energy(samples, start: float, end: float) -> tuple[float, float]:
     return float(np.sqrt(energy / seconds)), seconds
 
 
+def jitter_buffer_ms(samples) -> float:
+    """The browser's mean jitter-buffer delay over the session, in ms (its own statistics)."""
+    last = samples[-1]
+    return 1000 * last[4] / last[5] if last[5] else 0.0
+
+
 def spoken_text(probe) -> str:
     """The bot's words as the page heard them (each segment's text up to its last word)."""
     segments: dict = {}
@@ -190,6 +196,12 @@ async def test_agent_speaks_answers_and_is_interrupted_in_a_real_browser(tmp_pat
                 executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_FLAGS
             )
             page = await browser.new_page()
+            # The URL the README gives serves Pipecat's prebuilt page, set to SmallWebRTC.
+            await page.goto(f"{base}/client/")
+            await page.get_by_role("button", name="Connect").wait_for(timeout=15000)
+            await page.get_by_text("SmallWebRTC").first.wait_for(timeout=5000)
+            OUT.mkdir(exist_ok=True)
+            await page.screenshot(path=str(OUT / "prebuilt_page.png"))
             # Served from the agent's own origin, so /start and /api/offer are same-origin.
             await page.route(
                 f"{base}/_test/page.html",
@@ -244,7 +256,6 @@ async def test_agent_speaks_answers_and_is_interrupted_in_a_real_browser(tmp_pat
             )
             await page.wait_for_timeout(300)
             probe = await page.evaluate("window.probe")
-            OUT.mkdir(exist_ok=True)
             screenshot = OUT / "browser_agent.png"
             await page.screenshot(path=str(screenshot))
             await browser.close()
@@ -280,6 +291,7 @@ async def test_agent_speaks_answers_and_is_interrupted_in_a_real_browser(tmp_pat
         "silent_ms_after_send": round(onset - sent2),
         "gap_before_next_answer_ms": round(a2_first - onset),
         "answer2_loud_s": round(a2_loud_s, 2),
+        "jitter_buffer_mean_ms": round(jitter_buffer_ms(probe["samples"]), 1),
         "answer2_rms_webrtc_stats": round(a2_rms, 4),
         "test_s": round(time.monotonic() - started, 1),
         "screenshot": str(screenshot),

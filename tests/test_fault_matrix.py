@@ -31,8 +31,7 @@ from pipecat.utils.errors import ErrorCategory
 from pipecat_gradium import GradiumStreamingTTSService
 from pipecat_gradium.emulator import Fault, GradiumEmulator
 from pipecat_gradium.emulator.stats import RequestStats
-from pipecat_gradium.recovery import context_of
-from pipecat_gradium.testing import PipelineHarness, start_pipeline
+from pipecat_gradium.testing import PipelineHarness, answer_requests, heard_once, start_pipeline
 
 from .conftest import FAST
 
@@ -88,30 +87,6 @@ def words_out(h: PipelineHarness, context_id: str | None = None) -> list[str]:
     ]
 
 
-def of_answer(emu: GradiumEmulator, index: int = 0) -> list[RequestStats]:
-    """The requests (first, then continuations) of the ``index``-th answer, in order."""
-    firsts = [r for r in emu.stats.requests if r.client_req_id and "#" not in r.client_req_id]
-    context_id = firsts[index].client_req_id
-    return [r for r in emu.stats.requests if context_of(r.client_req_id or "") == context_id]
-
-
-def heard_once(requests: list[RequestStats]) -> tuple[list[str], int]:
-    """Words heard over an answer's requests, with the repeats at cuts taken out.
-
-    Returns:
-        The words, and how many were heard twice (a word re-sent at a cut).
-    """
-    words: list[str] = []
-    repeats = 0
-    for r in requests:
-        heard = list(r.heard_words)
-        if words and heard and heard[0] == words[-1]:
-            heard = heard[1:]
-            repeats += 1
-        words.extend(heard)
-    return words, repeats
-
-
 def assistant_text(context: LLMContext) -> str:
     return " ".join(
         str(m.get("content", "")) for m in context.get_messages() if m.get("role") == "assistant"
@@ -162,7 +137,7 @@ async def test_slow_first_audio_past_pipecats_timeout_is_waited_for():
         assert h.errors() == []
         assert tts.is_usable
         for i, text in enumerate([SHORT, SHORT, SHORT, LONG]):
-            reqs = of_answer(emu, i)
+            reqs = answer_requests(emu.stats, i)
             assert len(reqs) == 1 and reqs[0].finished
             assert reqs[0].heard_words == text.split()
         assert [r.faults for r in emu.stats.requests] == [["slow_first_audio"]] * 3 + [[]]
@@ -203,7 +178,7 @@ async def test_slow_first_audio_past_the_limit_is_one_error_and_the_next_answer_
         assert "first_audio_timeout_s" in error.error
         assert 0.5 <= failed_after < 1.5
         assert slow.audio_s == 0 and not slow.finished
-        nxt = of_answer(emu, 1)
+        nxt = answer_requests(emu.stats, 1)
         assert len(nxt) == 1 and nxt[0].heard_words == LONG.split()
         assert words_out(h) == LONG.split()
         # The context holds what was heard: nothing of the first answer, all of the second.
@@ -230,7 +205,7 @@ async def test_request_error_while_the_llm_streams_is_continued_under_a_new_id()
             await h.down.wait_for(lambda: stopped(h) >= 1, timeout=15)
         finally:
             await h.stop()
-        reqs = of_answer(emu)
+        reqs = answer_requests(emu.stats)
         first, second = reqs
         assert first.error and "1011" not in first.error  # the emulated 1011's message
         assert second.client_req_id == f"{first.client_req_id}#2"
@@ -270,12 +245,12 @@ async def test_request_error_after_the_llm_ended_is_continued():
             await h.down.wait_for(lambda: stopped(h) >= 1, timeout=15)
         finally:
             await h.stop()
-        reqs = of_answer(emu)
+        reqs = answer_requests(emu.stats)
         first, second = reqs
         assert first.error is not None
         assert second.client_req_id == f"{first.client_req_id}#2"
-        # The rest went out at once, in messages of at most max_chunk_chars (80).
-        assert all(len(t.replace("<flush>", "")) <= 80 for t in second.texts)
+        # The unheard rest goes out at once, in messages no longer than max_chunk_chars (80).
+        assert second.texts and all(len(t.replace("<flush>", "")) <= 80 for t in second.texts)
         assert second.eos_at is not None and second.finished
         words, repeats = heard_once(reqs)
         assert words == LONG.split() and repeats <= 1
@@ -316,7 +291,7 @@ async def test_socket_lost_mid_answer_loses_and_repeats_nothing(
             await h.down.wait_for(lambda: stopped(h) >= 1, timeout=15)
         finally:
             await h.stop()
-        reqs = of_answer(emu)
+        reqs = answer_requests(emu.stats)
         first, second = reqs
         if fault is Fault.RESET_MID_WORD:
             # The audio sent stopped inside a word whose timing had gone out: the word is cut.
@@ -353,7 +328,7 @@ async def test_reset_where_a_tag_touches_a_word_loses_no_word():
             await h.down.wait_for(lambda: stopped(h) >= 1, timeout=15)
         finally:
             await h.stop()
-        reqs = of_answer(emu)
+        reqs = answer_requests(emu.stats)
         assert len(reqs) == 2
         first = reqs[0]
         assert first.heard_words[:2] == ["Wait", "now,"], "the cut comes after the tag"
@@ -378,7 +353,7 @@ async def test_session_limit_mid_answer_is_continued():
             await h.down.wait_for(lambda: stopped(h) >= 1, timeout=15)
         finally:
             await h.stop()
-        reqs = of_answer(emu)
+        reqs = answer_requests(emu.stats)
         assert len(reqs) == 2
         assert emu.stats.connections[reqs[0].connection_id - 1].close_code == 1008
         words, repeats = heard_once(reqs)
@@ -407,7 +382,7 @@ async def test_answer_cut_with_no_continuation_keeps_only_heard_words_in_the_con
             await h.down.wait_for(lambda: stopped(h) >= 1, timeout=15)
         finally:
             await h.stop()
-        reqs = of_answer(emu)
+        reqs = answer_requests(emu.stats)
         assert len(reqs) == 3, "attempts are bounded"
         words, repeats = heard_once(reqs)
         assert 0 < len(words) < len(LONG.split())
@@ -548,7 +523,7 @@ async def test_odd_frames_lose_nothing(fault: Fault):
         finally:
             await h.stop()
         assert h.errors() == []
-        reqs = of_answer(emu)
+        reqs = answer_requests(emu.stats)
         assert len(reqs) == 1 and reqs[0].heard_words == LONG.split()
         assert words_out(h) == LONG.split()
         await nothing_left_open(emu)
@@ -568,7 +543,7 @@ async def test_idle_timeout_costs_nothing():
         finally:
             await h.stop()
         assert h.errors() == []
-        reqs = of_answer(emu)
+        reqs = answer_requests(emu.stats)
         assert len(reqs) == 1 and reqs[0].heard_words == LONG.split()
         assert len(emu.stats.connections) <= 8
         await nothing_left_open(emu)

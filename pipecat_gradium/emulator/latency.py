@@ -38,6 +38,8 @@ class LatencyModel:
         stall_s: Length of a stall.
         handshake_jitter_s: The handshake takes ``handshake_s ± handshake_jitter_s``, uniformly.
         seed: Seeds every draw: the same seed gives the same delays, connection by connection.
+        deflate: Accept permessage-deflate when a client offers it. Off in load runs:
+            compressing every audio frame costs the emulator more than the client costs.
         voice_cache: Synthesize each word once and reuse its audio (load runs): word timings
             are kept, the prosody across words is lost, and eSpeak stops costing CPU once the
             words are known.
@@ -54,6 +56,7 @@ class LatencyModel:
     stall_s: float = 0.2
     handshake_jitter_s: float = 0.0
     seed: int = 0
+    deflate: bool = True
     voice_cache: bool = False
 
     def __post_init__(self) -> None:

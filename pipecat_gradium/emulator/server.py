@@ -251,7 +251,7 @@ class GradiumEmulator:
             self.stats.changed()
             return web.Response(status=503, text="Service unavailable (emulated fault)")
         await asyncio.sleep(self.latency.handshake_delay(self._handshake_rng))
-        ws = web.WebSocketResponse(timeout=2.0, autoping=True)
+        ws = web.WebSocketResponse(timeout=2.0, autoping=True, compress=self.latency.deflate)
         await ws.prepare(request)
         conn = Connection(self, ws, request, conn_stats, faults)
         self._connections.add(conn)

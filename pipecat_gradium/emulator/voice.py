@@ -6,6 +6,7 @@ lock; callers run :func:`synthesize` in a worker thread (``asyncio.to_thread``).
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import ctypes
 import threading
@@ -269,3 +270,39 @@ def synthesize_word(word: str, rate_wpm: int, sample_rate: int) -> tuple[np.ndar
     while len(_word_cache) > _WORD_CACHE_SIZE:
         _word_cache.popitem(last=False)
     return entry
+
+
+_in_flight: dict[tuple[str, int, int], asyncio.Future[tuple[np.ndarray, int]]] = {}
+
+
+async def word_audio(word: str, rate_wpm: int, sample_rate: int) -> tuple[np.ndarray, int]:
+    """A word's cached audio, synthesizing it (once, however many requests ask) on a miss.
+
+    Args:
+        word: The word as sent.
+        rate_wpm: Speaking rate.
+        sample_rate: The output rate.
+
+    Returns:
+        ``(samples, speech_samples)`` as :func:`cached_word` returns them.
+    """
+    hit = cached_word(word, rate_wpm, sample_rate)
+    if hit is not None:
+        return hit
+    key = (word, rate_wpm, sample_rate)
+    pending = _in_flight.get(key)
+    if pending is not None and pending.get_loop() is asyncio.get_running_loop():
+        return await asyncio.shield(pending)
+    future: asyncio.Future[tuple[np.ndarray, int]] = asyncio.get_running_loop().create_future()
+    _in_flight[key] = future
+    try:
+        result = await asyncio.to_thread(synthesize_word, word, rate_wpm, sample_rate)
+        future.set_result(result)
+        return result
+    except BaseException as exc:
+        future.set_exception(exc)
+        future.exception()  # retrieved: no "never retrieved" warning when nobody waits
+        raise
+    finally:
+        if _in_flight.get(key) is future:
+            del _in_flight[key]

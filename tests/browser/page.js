@@ -27,8 +27,16 @@ async function sample() {
     const stats = await pc.getStats();
     stats.forEach((s) => {
       if (s.type === "inbound-rtp" && s.kind === "audio") {
-        // [ms, totalAudioEnergy, totalSamplesDuration (s), audioLevel (0..1)]
-        probe.samples.push([performance.now(), s.totalAudioEnergy ?? 0, s.totalSamplesDuration ?? 0, s.audioLevel ?? 0]);
+        // [ms, totalAudioEnergy, totalSamplesDuration (s), audioLevel (0..1),
+        //  jitterBufferDelay (s, summed), jitterBufferEmittedCount]
+        probe.samples.push([
+          performance.now(),
+          s.totalAudioEnergy ?? 0,
+          s.totalSamplesDuration ?? 0,
+          s.audioLevel ?? 0,
+          s.jitterBufferDelay ?? 0,
+          s.jitterBufferEmittedCount ?? 0,
+        ]);
       }
     });
   }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -9,7 +10,7 @@ from websockets.exceptions import ConnectionClosedError, InvalidStatus
 
 from pipecat_gradium.emulator import Fault, GradiumEmulator, LatencyModel
 
-from .conftest import KEY, open_ws, read_until_closed, send, speak
+from .conftest import KEY, open_ws, read_until_closed, read_until_eos, send, speak
 
 pytestmark = pytest.mark.timeout(20)
 
@@ -155,3 +156,58 @@ async def test_hold_releases_and_request_completes(emu: GradiumEmulator) -> None
     hold.release()
     await read_until_closed(ws)
     assert emu.stats.requests[0].finished
+
+
+async def test_request_error_ends_one_request_and_keeps_the_socket(emu: GradiumEmulator) -> None:
+    emu.fault_next_request(Fault.REQUEST_ERROR)
+    ws = await open_ws(emu)
+    mux = {"output_format": "pcm_16000", "close_ws_on_eos": False}
+    await send(ws, type="setup", client_req_id="a", **mux)
+    await send(ws, type="text", text=LONG, client_req_id="a")
+    await send(ws, type="end_of_stream", client_req_id="a")
+    msgs = await read_until_eos(ws, "a")
+    assert msgs[-1]["type"] == "error" and msgs[-1]["code"] == 1011
+    assert sum(m["type"] == "audio" for m in msgs) == 3
+    # Terminal for that request only: the next request on the same socket is spoken.
+    await send(ws, type="setup", client_req_id="b", **mux)
+    await send(ws, type="text", text="Still here.", client_req_id="b")
+    await send(ws, type="end_of_stream", client_req_id="b")
+    assert (await read_until_eos(ws, "b"))[-1]["type"] == "end_of_stream"
+    a, b = emu.stats.requests
+    assert a.faults == ["request_error"] and a.error and not a.finished
+    assert b.faults == [] and b.finished and b.heard_words == ["Still", "here."]
+    await ws.close()
+
+
+async def test_reset_mid_word_cuts_inside_a_timed_word(emu: GradiumEmulator) -> None:
+    emu.fault_next_request(Fault.RESET_MID_WORD)
+    ws = await start_answer(emu)
+    with pytest.raises(ConnectionClosedError):
+        async for _ in ws:
+            pass
+    await emu.stats.wait_for(lambda s: s.connections[-1].closed_by == "reset")
+    req = emu.stats.requests[0]
+    _, start, stop = req.words[-1]
+    assert start < req.audio_s < stop
+    # The cut word is not heard; every word before it is.
+    assert req.heard_words == [w for w, _, _ in req.words[:-1]]
+
+
+def test_fault_next_request_takes_only_request_faults(emu: GradiumEmulator) -> None:
+    with pytest.raises(ValueError, match="fault_next_connection"):
+        emu.fault_next_request(Fault.SESSION_LIMIT)
+
+
+async def test_outage_refuses_for_a_window_then_accepts(emu: GradiumEmulator) -> None:
+    ws = await open_ws(emu)
+    emu.start_outage(0.3, drop_open=True)
+    with pytest.raises(ConnectionClosedError):
+        await ws.recv()
+    with pytest.raises(InvalidStatus) as exc:
+        await open_ws(emu)
+    assert exc.value.response.status_code == 503 and emu.in_outage
+    await emu.stats.wait_for(lambda s: s.connections[0].closed_by == "reset")
+    await asyncio.sleep(0.3)  # the outage's length is the scenario
+    assert not emu.in_outage
+    await speak(emu, ["Back again."])
+    assert [c.refused for c in emu.stats.connections] == [False, True, False]

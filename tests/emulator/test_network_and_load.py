@@ -101,3 +101,15 @@ async def test_voice_cache_keeps_word_timing_and_skips_synthesis() -> None:
     assert words[-1]["stop_s"] <= audio_s
     # The same text gives the same audio and timings from the cache.
     assert [m.get("audio") for m in again] == [m.get("audio") for m in msgs]
+
+
+async def test_deflate_can_be_refused() -> None:
+    async with GradiumEmulator(KEY, latency=LatencyModel.instant()) as emu:
+        ws = await open_ws(emu)
+        assert ws.response is not None and "permessage-deflate" in str(ws.response.headers)
+        await ws.close()
+        emu.latency = LatencyModel.from_dict({"deflate": False}, base=emu.latency)
+        ws = await open_ws(emu)
+        assert ws.response is not None
+        assert "permessage-deflate" not in str(ws.response.headers)
+        await ws.close()

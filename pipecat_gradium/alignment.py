@@ -97,7 +97,7 @@ class SourceWord:
     """One word of the text sent: a run of non-whitespace between whitespace or Gradium tags.
 
     Attributes:
-        text: The word as sent (before ``<`` was escaped for the wire).
+        text: The word as sent.
         start: Its offset in the request's text.
         end: The offset just past it.
         key: :func:`word_key` of the text.
@@ -157,7 +157,7 @@ class WordAligner:
 
     @property
     def text(self) -> str:
-        """Everything sent, as Gradium concatenated it (tags included, ``<`` unescaped)."""
+        """Everything sent, as Gradium concatenated it (tags included)."""
         return self._text
 
     @property

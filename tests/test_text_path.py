@@ -164,11 +164,17 @@ def fully_heard(stats: RequestStats, style: str) -> int:
 
 @pytest.mark.parametrize("style", ["spoken", "source"])
 @pytest.mark.parametrize("fault", [Fault.RESET_MID_WORD, Fault.REQUEST_ERROR])
-async def test_continuation_with_numbers_loses_nothing_under_both_report_styles(style, fault):
+@pytest.mark.parametrize("after", [25, 40], ids=["cut-early", "cut-later"])
+async def test_continuation_with_numbers_loses_nothing_under_both_report_styles(
+    style, fault, after
+):
     """A cut mid-answer: the continuation starts at the first source word not heard, whatever
-    the word reports carry; the context holds the LLM's own "24", "$1,299.99", "8:15"."""
+    the word reports carry; the context holds the LLM's own "24", "$1,299.99", "8:15".
+
+    With spoken reports, 40 chunks cut inside "one thousand two hundred and ninety nine
+    dollars...": the price is re-sent, and shown once."""
     async with GradiumEmulator(
-        api_key="test-key", latency=FAST, fault_after_chunks=25, word_reports=style
+        api_key="test-key", latency=FAST, fault_after_chunks=after, word_reports=style
     ) as emu:
         emu.fault_next_request(fault)
         settings = GradiumStreamingTTSService.Settings(language="en")  # rewrite_rules "en"

@@ -14,6 +14,7 @@ import soxr
 from loguru import logger
 from websockets.exceptions import ConnectionClosed
 
+from pipecat_gradium.alignment import WordAligner
 from pipecat_gradium.connection import GradiumSocket
 from pipecat_gradium.protocol import FLUSH_TAG, end_of_stream_message, text_message
 
@@ -76,6 +77,8 @@ class GradiumRequest:
     owed_since: float | None = None
     ended_at: float | None = None
     last_audio_at: float | None = None
+    aligner: WordAligner = field(default_factory=WordAligner)
+    shown: list[str | None] = field(default_factory=list)
     _resampler: soxr.ResampleStream | None = None
 
     def __post_init__(self) -> None:
@@ -214,6 +217,8 @@ class GradiumRequest:
             stop_s: Its end.
         """
         self.words.append((text, start_s, stop_s))
+        self.aligner.set_text(self.sent_text)
+        self.shown.append(self.aligner.add_report(text))
 
     @property
     def heard(self) -> int:
@@ -231,38 +236,32 @@ class GradiumRequest:
             ``(word, start_s)`` pairs, in order.
         """
         n = self.heard
-        out = [(w, start) for w, start, _ in self.words[self.released : n]]
+        words = self.words[self.released : n]
+        shown = self.shown[self.released : n]
         self.released = n
-        return out
+        # The LLM's own words for what Gradium reported ("24" for "twenty", "four").
+        return [(text, start) for (_, start, _), text in zip(words, shown, strict=True) if text]
 
     def unspoken_text(self) -> str:
         """The text sent from the first source word not heard, for a continuation to re-send.
 
-        The single place where Gradium's word reports meet the source text: the n-th report
-        is taken as the n-th source word, words being split at whitespace and at tags the way
-        Gradium reads them (``Wait<break time="1s"/>now`` is two words). A word counts only
-        when its audio fully arrived, so a word cut mid-way is re-sent. ``<flush>`` tags are
-        dropped (the continuation flushes its own text); other tags after the cut are kept.
+        :class:`~pipecat_gradium.alignment.WordAligner` maps Gradium's word reports onto the
+        source words, whatever its normalization made of them ("twenty four" for "24"), words
+        being split at whitespace and at tags the way Gradium reads them
+        (``Wait<break time="1s"/>now`` is two words). Only reports whose audio fully arrived
+        count, so a word cut mid-way is re-sent. ``<flush>`` tags are dropped (the continuation
+        flushes its own text); other tags after the cut are kept.
 
         Returns:
             The remaining text, starting at a word, or "" when every word was heard.
         """
-        text = self.sent_text
-        starts = [m.start() for m in _TOKEN.finditer(text) if not m.group().startswith("<")]
-        n = self.heard
-        if n >= len(starts):
-            return ""
-        return _FLUSH.sub(_flush_gap, text[starts[n] :])
+        self.aligner.set_text(self.sent_text)
+        return self.aligner.unspoken_text(self.heard)
 
+    def shown_not_heard(self) -> int:
+        """Source words already in the context that :meth:`unspoken_text` re-sends (0 or 1).
 
-#: A tag, or a source word: a run of characters that are neither whitespace nor ``<``.
-_TOKEN = re.compile(r"<[^<>]*>|[^\s<]+")
-_FLUSH = re.compile(r"<\s*flush\s*/?\s*>")
-
-
-def _flush_gap(m: re.Match[str]) -> str:
-    # A flush between two words still separates them; elsewhere it leaves nothing.
-    text = m.string
-    before = text[m.start() - 1 : m.start()]
-    after = text[m.end() : m.end() + 1]
-    return " " if before and after and not before.isspace() and not after.isspace() else ""
+        Returns:
+            How many leading words of the re-sent text the continuation must not show again.
+        """
+        return max(0, self.aligner.shown_at(self.released) - self.aligner.heard(self.heard))

@@ -684,7 +684,11 @@ def request_with(texts: list[str], words: list[tuple[str, float, float]], audio_
     ],
 )
 def test_unspoken_text_counts_words_the_way_gradium_splits_them(texts, heard, rest):
-    words = [(f"w{i}", i * 0.5, i * 0.5 + 0.4) for i in range(heard)]
+    from pipecat_gradium.alignment import source_words
+
+    # Gradium reports the words it speaks (the alignment maps them back onto the source).
+    spoken = [w.text for w in source_words("".join(texts))][:heard]
+    words = [(w, i * 0.5, i * 0.5 + 0.4) for i, w in enumerate(spoken)]
     req = request_with(texts, words, audio_s=heard * 0.5)
     assert req.heard == heard
     assert req.unspoken_text() == rest

@@ -139,10 +139,14 @@ class Session:
         answer.record_index = len(self.h.down.records)
         self.answers.append(answer)
         await self.h.send(LLMFullResponseStartFrame())
-        await asyncio.sleep(trace.ttft_s)
+        # Tokens are due at fixed times, as from an LLM on the network: a busy event loop
+        # delays a token but not the ones after it (a sleep per token would add up the lag
+        # and starve Gradium of text, unlike a real LLM stream).
+        first_due = time.monotonic() + trace.ttft_s
         for i, token in enumerate(tokens if tokens is not None else trace.tokens):
-            if i:
-                await asyncio.sleep(1.0 / trace.tokens_per_s)
+            delay = first_due + i / trace.tokens_per_s - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
             if answer.first_token_at is None:
                 answer.first_token_at = time.monotonic()
             await self.h.send(LLMTextFrame(token))

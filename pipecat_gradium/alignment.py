@@ -24,21 +24,36 @@ is part of a rewrite: of the current word when that one is being rewritten, else
 A source word counts as heard once its key was matched in full, or once a later word started;
 the word being rewritten at a cut is not heard, so it is re-sent (the one word said twice).
 This relies on one assumption, since where a rewrite ends is only known when the next word
-starts: **a rewrite's spoken words do not contain the word that follows it** (``"24 four"``
-spoken "twenty four four" breaks it: the first "four" is taken for the text's, and a cut right
-there loses it). Two rewritten words in a row are one rewrite to the aligner: a cut inside
-them re-sends both.
+starts: **a rewrite's spoken words, other than number words and the like
+(:data:`REWRITE_WORDS`), do not contain the word that follows it** (``"e.g. example"``, spoken
+"for example example", breaks it: the first "example" is taken for the text's, and a cut right
+there loses it; ``"24 four"`` and ``"$5 and"`` are fine). Two rewritten words in a row are one
+rewrite to the aligner: a cut inside them re-sends both, and the second one shows late.
 """
 
+import re
 from dataclasses import dataclass, field
 
 from pipecat_gradium.phrases import GRADIUM_TAG
-from pipecat_gradium.protocol import FLUSH_TAG
 
 __all__ = ["SourceWord", "WordAligner", "rewritable", "source_words", "word_key"]
 
 #: Source words a report may skip over, on an exact match, when Gradium dropped some.
 MAX_SKIP = 3
+
+#: Words a rewrite is made of (English): mid-rewrite, such a report goes on with the rewrite
+#: even when the next source word is the same word ("$1,299.99 and": the "and" of "one
+#: thousand two hundred and ninety nine" is not the text's), and such a source word may be
+#: passed over (its report was taken for the rewrite's).
+REWRITE_WORDS = frozenset(
+    """zero oh one two three four five six seven eight nine ten eleven twelve thirteen fourteen
+    fifteen sixteen seventeen eighteen nineteen twenty thirty forty fifty sixty seventy eighty
+    ninety hundred thousand million billion trillion and point minus first second third fourth
+    fifth sixth seventh eighth ninth tenth eleventh twelfth thirteenth fourteenth fifteenth
+    sixteenth seventeenth eighteenth nineteenth twentieth thirtieth hundredth thousandth a m p
+    am pm oclock percent dollar dollars cent cents euro euros pound pounds pence january
+    february march april may june july august september october november december""".split()
+)
 
 # How far the current source word is matched.
 _DONE = 0  # in full: heard
@@ -82,7 +97,7 @@ class SourceWord:
     """One word of the text sent: a run of non-whitespace between whitespace or Gradium tags.
 
     Attributes:
-        text: The word as sent (before ``<`` was escaped for the wire).
+        text: The word as sent.
         start: Its offset in the request's text.
         end: The offset just past it.
         key: :func:`word_key` of the text.
@@ -138,10 +153,11 @@ class WordAligner:
     _state: int = 0  # how far it is matched: _DONE, _PARTIAL or _REWRITE
     _shown: int = 0  # source words shown so far (all before the cursor, and the cursor)
     _heard_after: list[int] = field(default_factory=list)  # words heard after each report
+    _shown_after: list[int] = field(default_factory=list)  # words shown after each report
 
     @property
     def text(self) -> str:
-        """Everything sent, as Gradium concatenated it (tags included, ``<`` unescaped)."""
+        """Everything sent, as Gradium concatenated it (tags included)."""
         return self._text
 
     @property
@@ -163,10 +179,19 @@ class WordAligner:
         """Record text sent, exactly as concatenated by Gradium (tags never split).
 
         Args:
-            text: One ``text`` message's text, before ``<`` was escaped.
+            text: One ``text`` message's text.
         """
-        self._text += text
-        self._words = source_words(self._text)
+        self.set_text(self._text + text)
+
+    def set_text(self, text: str) -> None:
+        """Set everything sent so far (it only grows, or loses a last message never reported).
+
+        Args:
+            text: The request's text, as Gradium concatenated it.
+        """
+        if text != self._text:
+            self._text = text
+            self._words = source_words(text)
 
     def add_report(self, word: str) -> str | None:
         """Align one reported word.
@@ -181,7 +206,20 @@ class WordAligner:
         """
         shown = self._align(word_key(word), word.strip())
         self._heard_after.append(self._heard())
+        self._shown_after.append(self.shown)
         return shown
+
+    def shown_at(self, reports: int) -> int:
+        """Source words shown once the first ``reports`` reports were aligned.
+
+        Args:
+            reports: A number of reports.
+
+        Returns:
+            The number of leading source words shown (earlier requests' included).
+        """
+        n = min(reports, self.reports)
+        return self._shown_after[n - 1] if n > 0 else self.already_shown
 
     def heard(self, reports: int | None = None) -> int:
         """Source words heard, counting only the first ``reports`` reports as heard.
@@ -210,7 +248,7 @@ class WordAligner:
         heard = self.heard(reports)
         if heard >= len(self._words):
             return ""
-        return self._text[self._words[heard].start :].replace(FLUSH_TAG, "")
+        return _FLUSH.sub(_flush_gap, self._text[self._words[heard].start :])
 
     # -- matching -------------------------------------------------------------
 
@@ -248,9 +286,11 @@ class WordAligner:
             if not wk:
                 j += 1
                 continue
+            if rewriting and key in REWRITE_WORDS:
+                break  # "and" of "two hundred and ninety": the rewrite goes on
             if self._match(j, key, exact=skipped > 0):
                 return self._show(nxt)
-            if rewritable(words[j].text) != rewriting:
+            if (rewritable(words[j].text) or wk in REWRITE_WORDS) != rewriting:
                 # Mid-rewrite, only words that are rewritten too may have been passed (their
                 # rewrite taken for the current one's): "four" of "24 Hello four" is not
                 # the text's "four". Otherwise a rewritten word is never dropped: "twenty"
@@ -298,3 +338,14 @@ class WordAligner:
         if start > self._cur:
             return None
         return " ".join(w.text for w in self._words[start : self._cur + 1])
+
+
+_FLUSH = re.compile(r"<\s*flush\s*/?\s*>")
+
+
+def _flush_gap(m: re.Match[str]) -> str:
+    # A flush between two words still separates them; elsewhere it leaves nothing.
+    text = m.string
+    before = text[m.start() - 1 : m.start()]
+    after = text[m.end() : m.end() + 1]
+    return " " if before and after and not before.isspace() and not after.isspace() else ""

@@ -14,6 +14,7 @@ import soxr
 from loguru import logger
 from websockets.exceptions import ConnectionClosed
 
+from pipecat_gradium.alignment import WordAligner
 from pipecat_gradium.connection import GradiumSocket
 from pipecat_gradium.protocol import FLUSH_TAG, end_of_stream_message, text_message
 
@@ -48,6 +49,7 @@ class GradiumRequest:
         first_audio_at: When its first audio arrived.
         last_token_at: When its latest LLM token reached the service.
         owed_since: When Gradium first owed this request audio (a flush or end sent).
+        ended_at: When ``end_of_stream`` was sent.
         last_audio_at: When this request's latest audio arrived.
     """
 
@@ -73,7 +75,10 @@ class GradiumRequest:
     first_audio_at: float | None = None
     last_token_at: float | None = None
     owed_since: float | None = None
+    ended_at: float | None = None
     last_audio_at: float | None = None
+    aligner: WordAligner = field(default_factory=WordAligner)
+    shown: list[str | None] = field(default_factory=list)
     _resampler: soxr.ResampleStream | None = None
 
     def __post_init__(self) -> None:
@@ -177,6 +182,7 @@ class GradiumRequest:
         """Send ``end_of_stream`` once: no more text for this request."""
         if not self.ended:
             self.ended = True
+            self.ended_at = time.monotonic()
             if await self.send(end_of_stream_message(self.req_id)) and self.has_text:
                 self._owe_audio()
 
@@ -188,7 +194,8 @@ class GradiumRequest:
         """Since when Gradium owes this request audio it has not sent, if it does.
 
         Before the first audio: from the first flush or end. After it: once the request has
-        ended, from the latest audio (after end_of_stream the audio runs without gaps).
+        ended, from the latest audio or the end, whichever is later (after end_of_stream the
+        audio runs without gaps; before it, the LLM may pause as long as it likes).
 
         Returns:
             A ``time.monotonic()`` value, or None when no audio is owed.
@@ -197,8 +204,8 @@ class GradiumRequest:
             return None
         if self.last_audio_at is None:
             return self.owed_since
-        if self.ended:
-            return max(self.last_audio_at, self.owed_since)
+        if self.ended and self.ended_at is not None:
+            return max(self.last_audio_at, self.ended_at)
         return None
 
     def add_word(self, text: str, start_s: float, stop_s: float) -> None:
@@ -210,6 +217,8 @@ class GradiumRequest:
             stop_s: Its end.
         """
         self.words.append((text, start_s, stop_s))
+        self.aligner.set_text(self.sent_text)
+        self.shown.append(self.aligner.add_report(text))
 
     @property
     def heard(self) -> int:
@@ -227,38 +236,32 @@ class GradiumRequest:
             ``(word, start_s)`` pairs, in order.
         """
         n = self.heard
-        out = [(w, start) for w, start, _ in self.words[self.released : n]]
+        words = self.words[self.released : n]
+        shown = self.shown[self.released : n]
         self.released = n
-        return out
+        # The LLM's own words for what Gradium reported ("24" for "twenty", "four").
+        return [(text, start) for (_, start, _), text in zip(words, shown, strict=True) if text]
 
     def unspoken_text(self) -> str:
         """The text sent from the first source word not heard, for a continuation to re-send.
 
-        The single place where Gradium's word reports meet the source text: the n-th report
-        is taken as the n-th source word, words being split at whitespace and at tags the way
-        Gradium reads them (``Wait<break time="1s"/>now`` is two words). A word counts only
-        when its audio fully arrived, so a word cut mid-way is re-sent. ``<flush>`` tags are
-        dropped (the continuation flushes its own text); other tags after the cut are kept.
+        :class:`~pipecat_gradium.alignment.WordAligner` maps Gradium's word reports onto the
+        source words, whatever its normalization made of them ("twenty four" for "24"), words
+        being split at whitespace and at tags the way Gradium reads them
+        (``Wait<break time="1s"/>now`` is two words). Only reports whose audio fully arrived
+        count, so a word cut mid-way is re-sent. ``<flush>`` tags are dropped (the continuation
+        flushes its own text); other tags after the cut are kept.
 
         Returns:
             The remaining text, starting at a word, or "" when every word was heard.
         """
-        text = self.sent_text
-        starts = [m.start() for m in _TOKEN.finditer(text) if not m.group().startswith("<")]
-        n = self.heard
-        if n >= len(starts):
-            return ""
-        return _FLUSH.sub(_flush_gap, text[starts[n] :])
+        self.aligner.set_text(self.sent_text)
+        return self.aligner.unspoken_text(self.heard)
 
+    def shown_not_heard(self) -> int:
+        """Source words already in the context that :meth:`unspoken_text` re-sends (0 or 1).
 
-#: A tag, or a source word: a run of characters that are neither whitespace nor ``<``.
-_TOKEN = re.compile(r"<[^<>]*>|[^\s<]+")
-_FLUSH = re.compile(r"<\s*flush\s*/?\s*>")
-
-
-def _flush_gap(m: re.Match[str]) -> str:
-    # A flush between two words still separates them; elsewhere it leaves nothing.
-    text = m.string
-    before = text[m.start() - 1 : m.start()]
-    after = text[m.end() : m.end() + 1]
-    return " " if before and after and not before.isspace() and not after.isspace() else ""
+        Returns:
+            How many leading words of the re-sent text the continuation must not show again.
+        """
+        return max(0, self.aligner.shown_at(self.released) - self.aligner.heard(self.heard))

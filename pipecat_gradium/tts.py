@@ -544,6 +544,7 @@ class GradiumStreamingTTSService(WebsocketTTSService):
             attempt=attempt,
         )
         if resume:
+            req.aligner.already_shown = resume.shown_not_heard()
             req.time_offset_s = resume.time_offset_s + resume.audio_s
             req.first_token_at = resume.first_token_at
             req.last_token_at = resume.last_token_at

@@ -11,8 +11,10 @@ Set ``FAULT_MATRIX_REPORT=<path>`` to write the figures measured (README's fault
 """
 
 import asyncio
+import dataclasses
 import json
 import os
+import re
 import time
 from collections.abc import Callable
 
@@ -85,6 +87,11 @@ def words_out(h: PipelineHarness, context_id: str | None = None) -> list[str]:
         for f in h.down.frames(TTSTextFrame)
         if context_id is None or f.context_id == context_id
     ]
+
+
+def sent_words(req: RequestStats) -> list[str]:
+    """The source words a request received, tags read as separators (as Gradium reads them)."""
+    return re.sub(r"<[^<>]*>", " ", req.text).split()
 
 
 def assistant_text(context: LLMContext) -> str:
@@ -192,6 +199,28 @@ async def test_slow_first_audio_past_the_limit_is_one_error_and_the_next_answer_
         await nothing_left_open(emu)
 
 
+async def test_llm_pause_longer_than_the_limit_after_audio_started_is_no_fault():
+    """A tool call mid-answer: Gradium owes nothing while the LLM is quiet, then speaks the rest."""
+    # Gradium takes 0.3 s to speak after the end: the watch looks in between.
+    latency = dataclasses.replace(FAST, model_delay_s=0.3)
+    async with GradiumEmulator(api_key="test-key", latency=latency) as emu:
+        tts = service(emu, first_audio_timeout_s=0.6, quiet_flush_s=0.1)
+        h = await run(tts)
+        try:
+            await h.speak_answer("Let me check the weather for you. ", end=False)
+            await h.down.wait_for(lambda: len(h.audio_frames()) > 0, timeout=5)
+            await asyncio.sleep(1.2)  # the tool call: twice the limit
+            await h.speak_answer("It is sunny and warm today.", start=False)
+            await h.down.wait_for(lambda: stopped(h) >= 1, timeout=10)
+        finally:
+            await h.stop()
+        assert h.errors() == []
+        expected = "Let me check the weather for you. It is sunny and warm today.".split()
+        assert answer_requests(emu.stats)[0].heard_words == expected
+        assert words_out(h) == expected
+        await nothing_left_open(emu)
+
+
 # --------------------------------------------------------------------------- request errors
 
 
@@ -211,8 +240,9 @@ async def test_request_error_while_the_llm_streams_is_continued_under_a_new_id()
         assert second.client_req_id == f"{first.client_req_id}#2"
         ids = [r.client_req_id for r in emu.stats.requests]
         assert len(ids) == len(set(ids)), "never two requests with one client_req_id"
-        # The LLM was still streaming: the continuation got the re-sent text, then more.
-        assert len(second.texts) > 1 and second.finished
+        # The LLM was still streaming when the error came: the rest went to the continuation.
+        assert len(sent_words(first)) < len(LONG.split()) and second.finished
+        assert sent_words(second) == LONG.split()[len(first.heard_words) :]
         words, repeats = heard_once(reqs)
         assert words == LONG.split() and repeats <= 1
         assert words_out(h) == LONG.split()
@@ -249,7 +279,10 @@ async def test_request_error_after_the_llm_ended_is_continued():
         first, second = reqs
         assert first.error is not None
         assert second.client_req_id == f"{first.client_req_id}#2"
-        # The unheard rest goes out at once, in messages no longer than max_chunk_chars (80).
+        # All text was in before the error: the continuation re-sent the unheard part, then ended,
+        # in messages no longer than max_chunk_chars (80).
+        assert sent_words(first) == LONG.split() and first.eos_at is not None
+        assert sent_words(second) == LONG.split()[len(first.heard_words) :]
         assert second.texts and all(len(t.replace("<flush>", "")) <= 80 for t in second.texts)
         assert second.eos_at is not None and second.finished
         words, repeats = heard_once(reqs)
@@ -651,7 +684,11 @@ def request_with(texts: list[str], words: list[tuple[str, float, float]], audio_
     ],
 )
 def test_unspoken_text_counts_words_the_way_gradium_splits_them(texts, heard, rest):
-    words = [(f"w{i}", i * 0.5, i * 0.5 + 0.4) for i in range(heard)]
+    from pipecat_gradium.alignment import source_words
+
+    # Gradium reports the words it speaks (the alignment maps them back onto the source).
+    spoken = [w.text for w in source_words("".join(texts))][:heard]
+    words = [(w, i * 0.5, i * 0.5 + 0.4) for i, w in enumerate(spoken)]
     req = request_with(texts, words, audio_s=heard * 0.5)
     assert req.heard == heard
     assert req.unspoken_text() == rest

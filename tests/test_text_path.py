@@ -11,16 +11,19 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import pytest
-from pipecat.frames.frames import TTSTextFrame
+from pipecat.frames.frames import TTSStoppedFrame, TTSTextFrame
 from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.processors.aggregators.llm_response_universal import LLMAssistantAggregator
 from pipecat.utils.text.markdown_text_filter import MarkdownTextFilter
 from pipecat.utils.text.transforms import strip_markdown
 
 from pipecat_gradium import GradiumStreamingTTSService
-from pipecat_gradium.emulator import GradiumEmulator
+from pipecat_gradium.alignment import source_words
+from pipecat_gradium.emulator import Fault, GradiumEmulator, RequestStats
+from pipecat_gradium.emulator.normalize import spoken_words
 from pipecat_gradium.phrases import GRADIUM_TAG
 from pipecat_gradium.testing import PipelineHarness, start_pipeline
+from tests.conftest import FAST
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -132,3 +135,66 @@ async def test_markdown_is_sent_as_written_when_stripping_is_off(emu: GradiumEmu
     # Spans are still whole on the wire (one message holds the whole link).
     assert any("[the guide, part one](https://example.com/guide)" in m for m in wire(emu))
     assert assistant_text(context) == MARKDOWN_TEXT
+
+
+# -- continuation under both report styles, with numbers, times and prices ---------------
+
+PRICED = (
+    "Your order of 24 items costs $1,299.99 and ships at 8:15 tomorrow, on the 21st, "
+    "with a 15% discount from Dr. Smith, so please check the 3 boxes when they arrive."
+)
+
+
+def source_of(text: str) -> list[str]:
+    return [w.text for w in source_words(text)]
+
+
+def fully_heard(stats: RequestStats, style: str) -> int:
+    """Source words of a request whose spoken words were all heard."""
+    heard = len(stats.heard_words)
+    count = 0
+    for word in source_of(stats.text):
+        need = 1 if style == "source" else len(spoken_words(word, "en"))
+        if need > heard:
+            break
+        heard -= need
+        count += 1
+    return count
+
+
+@pytest.mark.parametrize("style", ["spoken", "source"])
+@pytest.mark.parametrize("fault", [Fault.RESET_MID_WORD, Fault.REQUEST_ERROR])
+@pytest.mark.parametrize("after", [25, 40], ids=["cut-early", "cut-later"])
+async def test_continuation_with_numbers_loses_nothing_under_both_report_styles(
+    style, fault, after
+):
+    """A cut mid-answer: the continuation starts at the first source word not heard, whatever
+    the word reports carry; the context holds the LLM's own "24", "$1,299.99", "8:15".
+
+    With spoken reports, 40 chunks cut inside "one thousand two hundred and ninety nine
+    dollars...": the price is re-sent, and shown once."""
+    async with GradiumEmulator(
+        api_key="test-key", latency=FAST, fault_after_chunks=after, word_reports=style
+    ) as emu:
+        emu.fault_next_request(fault)
+        settings = GradiumStreamingTTSService.Settings(language="en")  # rewrite_rules "en"
+        tts = GradiumStreamingTTSService(
+            api_key="test-key", url=emu.ws_url, settings=settings, stop_frame_timeout_s=0.5
+        )
+        async with run(tts) as (h, context):
+            await h.speak_answer(PRICED, tokens_per_s=200)
+            await h.down.wait_for(lambda: bool(h.down.frames(TTSStoppedFrame)), timeout=20)
+        reqs = emu.stats.requests
+        assert len(reqs) == 2 and reqs[1].client_req_id == f"{reqs[0].client_req_id}#2"
+        assert reqs[0].setup["json_config"]["rewrite_rules"] == "en"
+        words = source_of(PRICED)
+        heard = fully_heard(reqs[0], style)
+        resent = source_of(reqs[1].text)
+        start = len(words) - len(resent)
+        assert resent == words[start:]
+        assert start <= heard, f"lost: {words[start:heard]}"
+        assert heard - start <= 1, f"said twice: {words[start:heard]}"
+        assert fully_heard(reqs[1], style) == len(resent)
+        assert assistant_text(context) == PRICED
+        shown = " ".join(f.text for f in h.down.frames(TTSTextFrame))
+        assert "twenty" not in shown and "dollars" not in shown

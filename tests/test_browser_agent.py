@@ -312,6 +312,12 @@ async def test_agent_speaks_answers_and_is_interrupted_in_a_real_browser(tmp_pat
     (OUT / "browser_test.json").write_text(json.dumps(figures, indent=2))
     print("browser test:", json.dumps(figures))
 
+    # The whole session, shutdown included, logged no error (Pipecat's check of the stand-in's
+    # settings among them).
+    errors = [
+        line for line in (tmp_path / "agent.log").read_text().splitlines() if "| ERROR" in line
+    ]
+    assert not errors, errors
     # The greeting arrived as audio: well above silence, lasting as long as its text takes.
     assert quiet_rms < 0.01
     assert g_rms > 0.05

@@ -23,23 +23,15 @@ from contextlib import AsyncExitStack
 
 from dotenv import load_dotenv
 from loguru import logger
-from pipecat.frames.frames import LLMRunFrame
-from pipecat.pipeline.pipeline import Pipeline
-from pipecat.pipeline.worker import PipelineParams, PipelineWorker
-from pipecat.processors.aggregators.llm_context import LLMContext
-from pipecat.processors.aggregators.llm_response_universal import (
-    LLMContextAggregatorPair,
-    LLMUserAggregatorParams,
-)
 from pipecat.runner.types import RunnerArguments
 from pipecat.runner.utils import create_transport
 from pipecat.transports.base_transport import BaseTransport, TransportParams
-from pipecat.workers.runner import WorkerRunner
 
 from pipecat_gradium import GradiumStreamingTTSService
 
-# The runner imports this file as __main__; its sibling module is found through sys.path[0].
+# The runner imports this file as __main__; its sibling modules are found through sys.path[0].
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from agent_pipeline import run_agent  # noqa: E402
 from scripted_llm import ScriptedLLMService  # noqa: E402
 
 load_dotenv(override=True)
@@ -48,8 +40,6 @@ SYSTEM_PROMPT = (
     "You are a friendly voice assistant talking to someone in a web page. Answer in one or two "
     "short spoken sentences, without lists, markdown or emoji."
 )
-#: The pipeline's output rate; Gradium is asked for it directly, nothing is resampled.
-SAMPLE_RATE = 24000
 
 
 def make_llm():
@@ -88,55 +78,14 @@ async def make_tts(stack: AsyncExitStack) -> GradiumStreamingTTSService:
 async def run_bot(transport: BaseTransport, runner_args: RunnerArguments) -> None:
     """Build the pipeline and run it until the page disconnects."""
     async with AsyncExitStack() as stack:
-        stt = make_stt()
-        llm = make_llm()
-        tts = await make_tts(stack)
-
-        context = LLMContext([{"role": "system", "content": SYSTEM_PROMPT}])
-        vad = None
-        if stt is not None:
-            from pipecat.audio.vad.silero import SileroVADAnalyzer
-
-            vad = SileroVADAnalyzer()
-        user_agg, assistant_agg = LLMContextAggregatorPair(
-            context, user_params=LLMUserAggregatorParams(vad_analyzer=vad)
+        await run_agent(
+            transport,
+            stt=make_stt(),
+            llm=make_llm(),
+            tts=await make_tts(stack),
+            system_prompt=SYSTEM_PROMPT,
+            handle_sigint=runner_args.handle_sigint,
         )
-        pipeline = Pipeline(
-            [
-                transport.input(),
-                *([stt] if stt else []),
-                user_agg,
-                llm,
-                tts,
-                transport.output(),
-                # Gradium's word timestamps reach the context as TTSTextFrames: after a
-                # barge-in it holds only the words that were heard.
-                assistant_agg,
-            ]
-        )
-        worker = PipelineWorker(
-            pipeline,
-            params=PipelineParams(
-                audio_out_sample_rate=SAMPLE_RATE, enable_metrics=True, enable_usage_metrics=True
-            ),
-        )
-
-        @worker.rtvi.event_handler("on_client_ready")
-        async def on_client_ready(rtvi):
-            logger.info("Client ready: greeting")
-            context.add_message(
-                {"role": "developer", "content": "Start by concisely introducing yourself."}
-            )
-            await worker.queue_frames([LLMRunFrame()])
-
-        @transport.event_handler("on_client_disconnected")
-        async def on_client_disconnected(transport, client):
-            logger.info("Client disconnected")
-            await worker.cancel()
-
-        runner = WorkerRunner(handle_sigint=runner_args.handle_sigint)
-        await runner.add_workers(worker)
-        await runner.run()
 
 
 async def bot(runner_args: RunnerArguments):

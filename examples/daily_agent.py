@@ -12,7 +12,7 @@ Needs the ``daily`` extra and keys (in the environment or a ``.env`` file)::
     python examples/daily_agent.py --transport webrtc   # local WebRTC page, no DAILY_API_KEY
 
 Open the URL the runner prints (http://localhost:7860). For a first try with no keys at all, run
-``examples/browser_agent.py`` instead.
+``examples/browser_agent.py`` instead. Both run the pipeline in ``agent_pipeline.py``.
 """
 
 import os
@@ -42,23 +42,13 @@ if __name__ == "__main__" and (missing := missing_keys(sys.argv[1:])):
         "(--transport webrtc needs no DAILY_API_KEY; examples/browser_agent.py needs none)."
     )
 
-from loguru import logger  # noqa: E402
-from pipecat.audio.vad.silero import SileroVADAnalyzer
-from pipecat.frames.frames import LLMRunFrame
-from pipecat.pipeline.pipeline import Pipeline
-from pipecat.pipeline.worker import PipelineParams, PipelineWorker
-from pipecat.processors.aggregators.llm_context import LLMContext
-from pipecat.processors.aggregators.llm_response_universal import (
-    LLMContextAggregatorPair,
-    LLMUserAggregatorParams,
-)
+from agent_pipeline import run_agent  # noqa: E402  (sys.path[0] is this file's folder)
 from pipecat.runner.types import RunnerArguments
 from pipecat.runner.utils import create_transport
 from pipecat.services.deepgram.stt import DeepgramSTTService
 from pipecat.services.openai.llm import OpenAILLMService
 from pipecat.transports.base_transport import BaseTransport, TransportParams
 from pipecat.transports.daily.transport import DailyParams
-from pipecat.workers.runner import WorkerRunner
 
 from pipecat_gradium import GradiumStreamingTTSService
 
@@ -70,55 +60,18 @@ SYSTEM_PROMPT = (
 
 async def run_bot(transport: BaseTransport, handle_sigint: bool) -> None:
     """Build the pipeline and run it until the user leaves."""
-    stt = DeepgramSTTService(api_key=os.getenv("DEEPGRAM_API_KEY", ""))
-    llm = OpenAILLMService(api_key=os.getenv("OPENAI_API_KEY"))
-    # api_key=None reads GRADIUM_API_KEY; the pipeline's output rate (24 kHz) is asked of
-    # Gradium directly, so nothing is resampled.
-    tts = GradiumStreamingTTSService(
-        settings=GradiumStreamingTTSService.Settings(voice="YTpq7expH9539ERJ", language="en"),
-    )
-
-    context = LLMContext([{"role": "system", "content": SYSTEM_PROMPT}])
-    aggregators = LLMContextAggregatorPair(
-        context, user_params=LLMUserAggregatorParams(vad_analyzer=SileroVADAnalyzer())
-    )
-
-    pipeline = Pipeline(
-        [
-            transport.input(),
-            stt,
-            aggregators.user(),
-            llm,
-            tts,
-            transport.output(),
-            # Gradium's word timestamps reach the assistant aggregator as TTSTextFrames, so after a
-            # barge-in the context holds only the words the user heard.
-            aggregators.assistant(),
-        ]
-    )
-    worker = PipelineWorker(
-        pipeline,
-        params=PipelineParams(
-            audio_out_sample_rate=24000, enable_metrics=True, enable_usage_metrics=True
+    await run_agent(
+        transport,
+        stt=DeepgramSTTService(api_key=os.getenv("DEEPGRAM_API_KEY", "")),
+        llm=OpenAILLMService(api_key=os.getenv("OPENAI_API_KEY")),
+        # api_key=None reads GRADIUM_API_KEY; the pipeline's output rate (24 kHz) is asked of
+        # Gradium directly, so nothing is resampled.
+        tts=GradiumStreamingTTSService(
+            settings=GradiumStreamingTTSService.Settings(voice="YTpq7expH9539ERJ", language="en"),
         ),
+        system_prompt=SYSTEM_PROMPT,
+        handle_sigint=handle_sigint,
     )
-
-    @worker.rtvi.event_handler("on_client_ready")
-    async def on_client_ready(rtvi):
-        logger.info("Client ready: greeting")
-        context.add_message(
-            {"role": "developer", "content": "Start by concisely introducing yourself."}
-        )
-        await worker.queue_frames([LLMRunFrame()])
-
-    @transport.event_handler("on_client_disconnected")
-    async def on_client_disconnected(transport, client):
-        logger.info("Client disconnected")
-        await worker.cancel()
-
-    runner = WorkerRunner(handle_sigint=handle_sigint)
-    await runner.add_workers(worker)
-    await runner.run()
 
 
 async def bot(runner_args: RunnerArguments):

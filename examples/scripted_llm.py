@@ -18,6 +18,7 @@ from pipecat.frames.frames import (
 from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.processors.frame_processor import FrameDirection
 from pipecat.services.llm_service import LLMService
+from pipecat.services.settings import LLMSettings
 
 from pipecat_gradium.testing import subword_tokens
 
@@ -44,6 +45,23 @@ class ScriptedLLMService(LLMService):
             tokens_per_s: Token rate after the first token.
             **kwargs: Passed to ``LLMService``.
         """
+        # Every field given, as Pipecat expects of a service (it logs an error otherwise).
+        kwargs.setdefault(
+            "settings",
+            LLMSettings(
+                model="scripted-stand-in",
+                system_instruction=None,
+                temperature=None,
+                max_tokens=None,
+                top_p=None,
+                top_k=None,
+                frequency_penalty=None,
+                presence_penalty=None,
+                seed=None,
+                filter_incomplete_user_turns=False,
+                user_turn_completion_config=None,
+            ),
+        )
         super().__init__(**kwargs)
         self._ttft_s = ttft_s
         self._tokens_per_s = tokens_per_s

@@ -34,7 +34,7 @@ rewrite to the aligner: a cut inside them re-sends both, and the second one show
 import re
 from dataclasses import dataclass, field
 
-from pipecat_gradium.phrases import GRADIUM_TAG
+from pipecat_gradium.phrases import GRADIUM_FLUSH, GRADIUM_TAG
 
 __all__ = ["SourceWord", "WordAligner", "rewritable", "source_words", "word_key"]
 
@@ -248,7 +248,7 @@ class WordAligner:
         heard = self.heard(reports)
         if heard >= len(self._words):
             return ""
-        return _FLUSH.sub(_flush_gap, self._text[self._words[heard].start :])
+        return GRADIUM_FLUSH.sub(_flush_gap, self._text[self._words[heard].start :])
 
     # -- matching -------------------------------------------------------------
 
@@ -338,9 +338,6 @@ class WordAligner:
         if start > self._cur:
             return None
         return " ".join(w.text for w in self._words[start : self._cur + 1])
-
-
-_FLUSH = re.compile(r"<\s*flush\s*/?\s*>")
 
 
 def _flush_gap(m: re.Match[str]) -> str:

@@ -84,6 +84,7 @@ from pipecat.utils.text.base_text_aggregator import Aggregation, BaseTextAggrega
 __all__ = [
     "ChunkMode",
     "PhraseAggregator",
+    "GRADIUM_FLUSH",
     "GRADIUM_TAG",
     "LT_STAND_IN",
     "clean_text",
@@ -104,9 +105,12 @@ _HARD_MARKS = frozenset("。！？｡、，；：､")
 # Transparent after a mark: '"Yes."' or '**Note:**' still ends with the mark.
 _CLOSERS = frozenset("\"'”’»)]}›」』）】〕〉》*_")
 
+GRADIUM_FLUSH = re.compile(r"<\s*flush\s*/?\s*>")
+"""Gradium's ``<flush>`` tag, as :data:`GRADIUM_TAG` reads it."""
+
 GRADIUM_TAG = re.compile(
-    r"<\s*flush\s*/?\s*>"
-    r"""|<\s*break\s+time\s*=\s*["']?\s*[0-9.]+\s*(?:ms|s)?\s*["']?\s*/?\s*>"""
+    GRADIUM_FLUSH.pattern
+    + r"""|<\s*break\s+time\s*=\s*["']?\s*[0-9.]+\s*(?:ms|s)?\s*["']?\s*/?\s*>"""
 )
 """The tags Gradium documents: ``<flush>`` and ``<break time="1.5s" />``."""
 

@@ -24,11 +24,13 @@ import socket
 import subprocess
 import sys
 import time
+from importlib import metadata
 from pathlib import Path
 
 import aiohttp
 import numpy as np
 import pytest
+from packaging.version import Version
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = ROOT / "tests" / "browser"
@@ -95,6 +97,13 @@ def free_port() -> int:
 async def start_agent(port: int, log: Path) -> subprocess.Popen:
     """Run the README's agent command (offline: no keys) and wait until it serves."""
     env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+    # The agent and Pipecat's runner both load a .env (override=True): a developer's keys
+    # there would switch the test to the real services. python-dotenv >= 1.2 skips every
+    # load_dotenv() under this variable.
+    assert Version(metadata.version("python-dotenv")) >= Version("1.2"), (
+        "python-dotenv >= 1.2 is needed to keep a .env's keys out of the browser test"
+    )
+    env["PYTHON_DOTENV_DISABLED"] = "1"
     cmd = [sys.executable, "examples/browser_agent.py", "--host", "127.0.0.1"]
     proc = subprocess.Popen(
         [*cmd, "--port", str(port), "-t", "webrtc"],
@@ -226,6 +235,10 @@ async def test_agent_speaks_answers_and_is_interrupted_in_a_real_browser(tmp_pat
 
             # 1. The greeting, spoken in full.
             await wait("probe.events.some(e => e[1] === 'bot-stopped-speaking')", 30, "no greeting")
+            # Offline, whatever keys the developer has: the emulator spoke, the stand-in answered.
+            agent_log = (tmp_path / "agent.log").read_text()
+            assert "speaking through the embedded emulator" in agent_log
+            assert "answers come from a scripted stand-in" in agent_log
             probe = await page.evaluate("window.probe")
             g_start = event_times(probe, "bot-started-speaking")[0]
             g_stop = event_times(probe, "bot-stopped-speaking")[0]
@@ -299,6 +312,12 @@ async def test_agent_speaks_answers_and_is_interrupted_in_a_real_browser(tmp_pat
     (OUT / "browser_test.json").write_text(json.dumps(figures, indent=2))
     print("browser test:", json.dumps(figures))
 
+    # The whole session, shutdown included, logged no error (Pipecat's check of the stand-in's
+    # settings among them).
+    errors = [
+        line for line in (tmp_path / "agent.log").read_text().splitlines() if "| ERROR" in line
+    ]
+    assert not errors, errors
     # The greeting arrived as audio: well above silence, lasting as long as its text takes.
     assert quiet_rms < 0.01
     assert g_rms > 0.05

@@ -58,6 +58,7 @@ def test_daily_agent_is_valid_python_with_a_bot_entry_point():
 def run_daily_agent(*args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
     env["GRADIUM_API_KEY"] = "set"
+    env["PYTHON_DOTENV_DISABLED"] = "1"  # a developer's .env must not fill the keys in
     return subprocess.run(
         [sys.executable, "examples/daily_agent.py", *args],
         cwd=ROOT,

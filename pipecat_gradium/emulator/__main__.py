@@ -37,6 +37,30 @@ INSTALL_HINT = (
 )
 
 
+#: The latency model's options, in ``--help`` order: the field and what it means. A field in
+#: seconds (``*_s``) is given in milliseconds (``--handshake-ms``).
+LATENCY_OPTIONS: tuple[tuple[str, str], ...] = (
+    ("handshake_s", "milliseconds before the WebSocket upgrade completes"),
+    ("handshake_jitter_s", "the handshake varies uniformly by +/- this many ms"),
+    ("setup_s", "milliseconds from setup received to ready sent"),
+    ("model_delay_s", "milliseconds from a request's first speakable word to its first audio"),
+    ("lookahead_words", "complete words held until more text, <flush> or end_of_stream"),
+    ("speed", "generation speed, multiple of real time"),
+    ("net_delay_s", "network model: mean one-way delay of every message, ms"),
+    ("net_jitter_s", "each message's delay varies uniformly by +/- this many ms"),
+    ("stall_probability", "chance, 0 to 1, that a message also stalls"),
+    ("stall_s", "length of a stall, ms"),
+    ("seed", "seed of every random draw"),
+)
+
+
+def _latency_flag(name: str) -> tuple[str, bool]:
+    """A latency field's option, and whether it is given in milliseconds."""
+    if name.endswith("_s"):
+        return f"--{name[:-2].replace('_', '-')}-ms", True
+    return f"--{name.replace('_', '-')}", False
+
+
 def _fault_lines() -> str:
     width = max(len(f.value) for f in Fault)
     return "\n".join(
@@ -68,70 +92,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add("--api-key", default="test-key", help="the key clients must send (default: %(default)s)")
     latency = p.add_argument_group("latency model")
-    lat = latency.add_argument
-    lat(
-        "--handshake-ms",
-        type=float,
-        default=d.handshake_s * 1000,
-        help="milliseconds before the WebSocket upgrade completes (default: %(default)g)",
-    )
-    lat(
-        "--handshake-jitter-ms",
-        type=float,
-        default=d.handshake_jitter_s * 1000,
-        help="the handshake varies uniformly by +/- this many ms (default: %(default)g)",
-    )
-    lat(
-        "--setup-ms",
-        type=float,
-        default=d.setup_s * 1000,
-        help="milliseconds from setup received to ready sent (default: %(default)g)",
-    )
-    lat(
-        "--model-delay-ms",
-        type=float,
-        default=d.model_delay_s * 1000,
-        help="milliseconds from a request's first speakable word to its first audio "
-        "(default: %(default)g)",
-    )
-    lat(
-        "--lookahead-words",
-        type=int,
-        default=d.lookahead_words,
-        help="complete words held until more text, <flush> or end_of_stream (default: %(default)s)",
-    )
-    lat(
-        "--speed",
-        type=float,
-        default=d.speed,
-        help="generation speed, multiple of real time (default: %(default)g)",
-    )
-    lat(
-        "--net-delay-ms",
-        type=float,
-        default=d.net_delay_s * 1000,
-        help="network model: mean one-way delay of every message, ms (default: %(default)g)",
-    )
-    lat(
-        "--net-jitter-ms",
-        type=float,
-        default=d.net_jitter_s * 1000,
-        help="each message's delay varies uniformly by +/- this many ms (default: %(default)g)",
-    )
-    lat(
-        "--stall-probability",
-        type=float,
-        default=d.stall_probability,
-        help="chance, 0 to 1, that a message also stalls (default: %(default)g)",
-    )
-    lat(
-        "--stall-ms",
-        type=float,
-        default=d.stall_s * 1000,
-        help="length of a stall, ms (default: %(default)g)",
-    )
-    lat("--seed", type=int, default=d.seed, help="seed of every random draw (default: %(default)s)")
-    lat(
+    for name, text in LATENCY_OPTIONS:
+        flag, ms = _latency_flag(name)
+        default = getattr(d, name)
+        latency.add_argument(
+            flag,
+            type=float if ms else type(default),
+            default=default * 1000 if ms else default,
+            help=f"{text} (default: %(default)g)",
+        )
+    latency.add_argument(
         "--voice-cache",
         action="store_true",
         help="synthesize each word once and reuse it, for load runs (default: off)",
@@ -184,20 +154,12 @@ def latency_from(args: argparse.Namespace) -> LatencyModel:
     Raises:
         ValueError: If a value is out of range.
     """
-    return LatencyModel(
-        handshake_s=args.handshake_ms / 1000,
-        setup_s=args.setup_ms / 1000,
-        model_delay_s=args.model_delay_ms / 1000,
-        lookahead_words=args.lookahead_words,
-        speed=args.speed,
-        net_delay_s=args.net_delay_ms / 1000,
-        net_jitter_s=args.net_jitter_ms / 1000,
-        stall_probability=args.stall_probability,
-        stall_s=args.stall_ms / 1000,
-        handshake_jitter_s=args.handshake_jitter_ms / 1000,
-        seed=args.seed,
-        voice_cache=args.voice_cache,
-    )
+    values = {}
+    for name, _ in LATENCY_OPTIONS:
+        flag, ms = _latency_flag(name)
+        value = getattr(args, flag[2:].replace("-", "_"))
+        values[name] = value / 1000 if ms else value
+    return LatencyModel(**values, voice_cache=args.voice_cache)
 
 
 async def run(args: argparse.Namespace) -> None:

@@ -156,8 +156,6 @@ def spoken_words(word: str, lang: str | None) -> list[str]:
     """
     if lang is None or not any(c.isdigit() or c == "." for c in word):
         return [word]
-    if lang == "en" and word.lower() in _ABBREVIATIONS_EN:
-        return _ABBREVIATIONS_EN[word.lower()].split()
     trail = _TRAIL.search(word)
     token = word[: trail.start()] if trail else word
     try:

@@ -105,6 +105,18 @@ def heard_once(requests: Sequence["RequestStats"]) -> tuple[list[str], int]:
     return words, repeats
 
 
+async def _wait_on(
+    changed: asyncio.Condition, predicate: Callable[[], bool], timeout: float
+) -> None:
+    """Wait until ``predicate()`` holds, re-checked each time ``changed`` is notified."""
+
+    async def check() -> None:
+        async with changed:
+            await changed.wait_for(predicate)
+
+    await asyncio.wait_for(check(), timeout)
+
+
 @dataclass
 class Recorded:
     """A frame as a recorder saw it."""
@@ -161,14 +173,9 @@ class FrameRecorder(FrameProcessor):
         Raises:
             TimeoutError: If it does not hold in time.
         """
-
-        async def check() -> None:
-            async with self._changed:
-                await self._changed.wait_for(predicate)
-
         self._waiting += 1
         try:
-            await asyncio.wait_for(check(), timeout)
+            await _wait_on(self._changed, predicate, timeout)
         finally:
             self._waiting -= 1
 
@@ -248,12 +255,7 @@ class PacedPlayer(FrameProcessor):
         Raises:
             TimeoutError: If it does not hold in time.
         """
-
-        async def check() -> None:
-            async with self._changed:
-                await self._changed.wait_for(predicate)
-
-        await asyncio.wait_for(check(), timeout)
+        await _wait_on(self._changed, predicate, timeout)
 
     async def _notify(self) -> None:
         async with self._changed:

@@ -37,10 +37,20 @@ Rules:
   punctuation once the chunk holds at least two words (so a lone ``"so, "``
   merges with what follows). ``SENTENCE`` mode emits only at sentence
   punctuation. ``WORD`` mode emits every complete word, the first one included.
+* Ramp (``PHRASE`` mode): the chunks right after the first also end once they
+  hold ``ramp_chunk_words[0]``, ``ramp_chunk_words[1]``... words (default 4,
+  then 8). The first chunk's audio lasts about a second; the ramp gets the next
+  words to Gradium well before it runs out instead of when the first clause
+  ends (80 characters later, with no comma), which on a loaded host came too
+  late.
 * ``max_chars``: a chunk is closed before the word whose characters would take it
   past ``max_chars`` (checked as the word streams in, so no waiting for it to
   end); a single word longer than ``max_chars`` goes alone once complete.
   Whitespace inside the chunk counts toward the length.
+* A chunk never ends right before a word starting with ``- + * # > <`` on the
+  same line: Pipecat's text transforms see each chunk alone and would take the
+  marker at its start for a list bullet, header or quote and drop it, and its
+  word tracking reads a chunk like ``"< b and c > "`` as one tag.
 * Tags: ``<`` followed by an ASCII letter or ``/`` opens a tag (``<flush>``,
   ``<break time="1.5s" />``, ``</spell>``) that ends at the next ``>``. A tag is
   never split across chunks, and nothing from its ``<`` on is emitted while it is
@@ -76,7 +86,7 @@ depend on how the text was split into tokens; only
 """
 
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from enum import IntEnum, StrEnum
 
 from pipecat.utils.text.base_text_aggregator import Aggregation, BaseTextAggregator, TextType
@@ -194,6 +204,11 @@ def split_message(text: str, max_chars: int) -> list[str]:
     return pieces
 
 
+# No chunk starts with these mid-line. Pipecat's strip_markdown removes them at the start of a
+# line, so at the start of a chunk: list bullets, headers, quotes. And Pipecat's word tracking
+# reads a chunk starting with "<" and holding a ">" ("< b and c > ") as one tag, no words.
+_NO_CHUNK_START = frozenset("-+*#><")
+
 # Punctuation class of a word's last significant character.
 _NONE, _CLAUSE, _SENTENCE = 0, 1, 2
 
@@ -244,6 +259,7 @@ class PhraseAggregator(BaseTextAggregator):
         *,
         chunking: ChunkMode | str = ChunkMode.PHRASE,
         first_chunk_words: int = 2,
+        ramp_chunk_words: Sequence[int] = (4, 8),
         max_chars: int = 80,
         language: str | None = None,
     ) -> None:
@@ -254,13 +270,15 @@ class PhraseAggregator(BaseTextAggregator):
                 ``"sentence"``.
             first_chunk_words: The first chunk of an answer is emitted once it
                 holds this many complete words (or earlier at punctuation).
+            ramp_chunk_words: In ``"phrase"`` mode, the chunks after the first
+                also end at these many words, in turn (``()``: punctuation only).
             max_chars: Soft maximum chunk length in characters; only a single
                 longer word exceeds it.
             language: Language code, passed to the base class.
 
         Raises:
-            ValueError: If ``chunking`` is unknown, ``first_chunk_words < 1`` or
-                ``max_chars < 10``.
+            ValueError: If ``chunking`` is unknown, ``first_chunk_words < 1``, a
+                ramp value ``< 1`` or ``max_chars < 10``.
         """
         try:
             mode = ChunkMode(chunking)
@@ -269,11 +287,15 @@ class PhraseAggregator(BaseTextAggregator):
             raise ValueError(f"chunking must be one of {choices}, got {chunking!r}") from None
         if first_chunk_words < 1:
             raise ValueError(f"first_chunk_words must be >= 1, got {first_chunk_words}")
+        ramp = tuple(ramp_chunk_words)
+        if any(not isinstance(n, int) or n < 1 for n in ramp):
+            raise ValueError(f"ramp_chunk_words must be whole numbers >= 1, got {ramp!r}")
         if max_chars < 10:
             raise ValueError(f"max_chars must be >= 10, got {max_chars}")
         super().__init__(aggregation_type=TextType.SENTENCE, language=language)
         self._mode = mode
         self._first_chunk_words = first_chunk_words
+        self._ramp = ramp if mode is ChunkMode.PHRASE else ()
         self._max_chars = max_chars
         self._clear()
 
@@ -281,6 +303,7 @@ class PhraseAggregator(BaseTextAggregator):
         # A list keeps appends O(1); a str attribute would be copied per char.
         self._buf: list[str] = []
         self._first = True
+        self._chunks = 0  # chunks emitted in this answer
         self._state = _State.LEAD
         # End (exclusive) of the complete words, with their whitespace, that form
         # the chunk being built; 0 if none.
@@ -551,15 +574,15 @@ class PhraseAggregator(BaseTextAggregator):
         self._lt_pos = p
         self._state = _State.LT
 
-    def _resolve_deferred(self, out: list[str]) -> None:
+    def _resolve_deferred(self, out: list[str], plain_lt: bool = False) -> None:
         """Complete the waiting word; the tags and '<' after it start a new word."""
         assert self._defer_end is not None
         end, self._defer_end = self._defer_end, None
-        self._complete(end, self._prev_end, self._prev_real, self._prev_punct, out)
+        self._complete(end, self._prev_end, self._prev_real, self._prev_punct, out, plain_lt)
 
     def _lt_is_plain(self, out: list[str]) -> None:
         if self._defer_end is not None:
-            self._resolve_deferred(out)
+            self._resolve_deferred(out, plain_lt=True)
         self._word_real = True
         self._word_punct = _NONE
         self._state = _State.WORD
@@ -569,7 +592,15 @@ class PhraseAggregator(BaseTextAggregator):
         if self._cand_end and len(self._buf) > self._max_chars:
             out.append(self._emit())
 
-    def _complete(self, end: int, word_end: int, real: bool, punct: int, out: list[str]) -> None:
+    def _complete(
+        self,
+        end: int,
+        word_end: int,
+        real: bool,
+        punct: int,
+        out: list[str],
+        plain_lt: bool = False,
+    ) -> None:
         """Add the word ending at word_end (whitespace through end) to the chunk."""
         if self._cand_end and word_end > self._max_chars:
             shift = self._cand_end
@@ -579,8 +610,25 @@ class PhraseAggregator(BaseTextAggregator):
         self._cand_end = end
         if real:
             self._n_words += 1
-        if self._ends_chunk(word_end, real, punct):
+        if self._ends_chunk(word_end, real, punct) and not self._marker_next(
+            word_end, end, plain_lt
+        ):
             out.append(self._emit())
+
+    def _marker_next(self, word_end: int, end: int, plain_lt: bool) -> bool:
+        """Whether the next word starts with ``- + * # > <`` on the same line.
+
+        Pipecat's text transforms see each chunk on its own, so a chunk starting with
+        ``- `` ``+ `` ``* `` ``# `` or ``>`` reads as a list item, header or quote there and
+        loses the marker ("5 - 3" spoken "5 3"); and its word tracking takes a chunk like
+        ``"< b and c > "`` for a tag with no words, so they never reach the context. Such a
+        word stays in the chunk being built, unless a newline comes before it (then it is
+        markdown, to be stripped).
+        """
+        if end >= len(self._buf) or "\n" in self._buf[word_end:end]:
+            return False
+        c = self._buf[end]
+        return plain_lt if c == "<" else c in _NO_CHUNK_START
 
     def _ends_chunk(self, word_end: int, real: bool, punct: int) -> bool:
         if word_end > self._max_chars:
@@ -592,6 +640,8 @@ class PhraseAggregator(BaseTextAggregator):
         if self._first:
             return punct != _NONE or self._n_words >= self._first_chunk_words
         if self._mode is ChunkMode.PHRASE:
+            if self._chunks <= len(self._ramp) and self._n_words >= self._ramp[self._chunks - 1]:
+                return True
             return punct == _SENTENCE or (punct == _CLAUSE and self._n_words >= 2)
         return punct == _SENTENCE
 
@@ -603,6 +653,7 @@ class PhraseAggregator(BaseTextAggregator):
         self._cand_end = 0
         self._n_words = 0
         self._first = False
+        self._chunks += 1
         self._word_end -= k
         self._lt_pos -= k
         self._tag_start -= k

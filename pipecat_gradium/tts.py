@@ -9,7 +9,7 @@ per-request record from :mod:`pipecat_gradium.requests`, and what happens under 
 import asyncio
 import os
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -41,6 +41,7 @@ from websockets.exceptions import InvalidStatus
 from pipecat_gradium.batching import AudioBatcher
 from pipecat_gradium.connection import ConnectionPool, GradiumSocket, StandbyPool
 from pipecat_gradium.phrases import ChunkMode, PhraseAggregator, split_message, wire_text
+from pipecat_gradium.playback import UNSUPPORTED, next_context_item
 from pipecat_gradium.protocol import (
     Audio,
     EndOfStream,
@@ -121,6 +122,7 @@ class GradiumStreamingTTSService(WebsocketTTSService):
         settings: Settings | None = None,
         chunking: ChunkMode | str = ChunkMode.PHRASE,
         first_chunk_words: int = 2,
+        ramp_chunk_words: Sequence[int] = (4, 8),
         max_chunk_chars: int = 80,
         flush_after_first_chunk: bool = True,
         quiet_flush_s: float = 0.6,
@@ -146,6 +148,9 @@ class GradiumStreamingTTSService(WebsocketTTSService):
             settings: Voice, model, language and Gradium's generation settings.
             chunking: ``"phrase"`` (default), ``"sentence"`` or ``"word"``.
             first_chunk_words: Complete words that make the first phrase go out.
+            ramp_chunk_words: In ``"phrase"`` chunking, the phrases after the first also go
+                out at these many words, in turn, so Gradium has the next words before the
+                first phrase's audio ends; ``()`` waits for punctuation only.
             max_chunk_chars: Longest phrase sent in one message.
             flush_after_first_chunk: Send one ``<flush>`` after the first phrase, so Gradium
                 does not hold its last words back while the LLM produces the next ones.
@@ -235,6 +240,7 @@ class GradiumStreamingTTSService(WebsocketTTSService):
         self._phrases = PhraseAggregator(
             chunking=chunking,
             first_chunk_words=first_chunk_words,
+            ramp_chunk_words=ramp_chunk_words,
             max_chars=max_chunk_chars,
             language=self._text_aggregator.language,
         )
@@ -715,6 +721,15 @@ class GradiumStreamingTTSService(WebsocketTTSService):
         if context_id in self._recovery.dead:
             return
         await super()._start_audio_context(context_id)
+
+    async def _next_audio_context_item(self, context_id: str) -> Any:
+        # Pipecat's read costs a task and ~3 loop turns per item: too slow under load.
+        item = await next_context_item(
+            self._audio_context_manager, context_id, self._stop_frame_timeout_s
+        )
+        if item is UNSUPPORTED:
+            return await super()._next_audio_context_item(context_id)
+        return item
 
     async def _register_spoken_text(
         self, src_frame: AggregatedTextFrame, text: str, context_id: str

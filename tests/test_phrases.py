@@ -25,9 +25,11 @@ CLOSERS = set("\"'”’»)]}›」』）】〕〉》*_")
 def run(tokens, **kwargs):
     """Feed tokens one by one; return (emitted chunks, flush text or None).
 
-    The expected chunks below were written for a three-word first chunk.
+    The expected chunks below were written for a three-word first chunk and no ramp (the
+    ramp has tests of its own).
     """
     kwargs.setdefault("first_chunk_words", 3)
+    kwargs.setdefault("ramp_chunk_words", ())
     agg = PhraseAggregator(**kwargs)
     chunks = []
     for token in tokens:
@@ -58,6 +60,8 @@ def test_defaults_and_types():
     "kwargs, message",
     [
         ({"first_chunk_words": 0}, "first_chunk_words"),
+        ({"ramp_chunk_words": (4, 0)}, "ramp_chunk_words"),
+        ({"ramp_chunk_words": (2.5,)}, "ramp_chunk_words"),
         ({"max_chars": 9}, "max_chars"),
         ({"chunking": "paragraph"}, "chunking"),
     ],
@@ -128,6 +132,52 @@ def test_no_missing_space_between_sentences():
     chunks = chunks_of(["Hi there.", " How", " are you?", " Fine", "."])
     assert "".join(chunks) == "Hi there. How are you? Fine."
     assert chunks == ["Hi there. ", "How are you? ", "Fine."]
+
+
+# -- ramp -------------------------------------------------------------------------
+
+
+def test_ramp_ends_the_chunks_after_the_first_at_4_then_8_words():
+    text = (
+        "I checked every restaurant within a ten minute walk of your hotel and found three "
+        "that still have tables tonight."
+    )
+    # The default ramp: a clause-free sentence goes out in 2, 4 and 8 words, then the rest.
+    agg = PhraseAggregator()
+    chunks = [c for i in range(0, len(text), 3) for c in agg.feed(text[i : i + 3])]
+    assert chunks == [
+        "I checked ",
+        "every restaurant within a ",
+        "ten minute walk of your hotel and found ",
+    ]
+    assert [len(c.split()) for c in chunks] == [2, 4, 8]
+    # Without the ramp the second chunk waits for max_chars (80).
+    without = chunks_of([text], first_chunk_words=2)
+    assert (
+        without[1]
+        == "every restaurant within a ten minute walk of your hotel and found three that "
+    )
+
+
+def test_ramp_chunk_still_ends_early_at_punctuation():
+    chunks = chunks_of(
+        ["Sure, the forecast looks bright today. Expect clear skies."],
+        first_chunk_words=2,
+        ramp_chunk_words=(4, 8),
+    )
+    assert chunks == ["Sure, ", "the forecast looks bright ", "today. ", "Expect clear skies."]
+
+
+def test_ramp_counts_per_answer_and_not_in_sentence_mode():
+    agg = PhraseAggregator(first_chunk_words=1, ramp_chunk_words=(2,))
+    assert agg.feed("a b c d e f ") == [
+        "a ",
+        "b c ",
+    ]
+    asyncio.run(agg.flush())
+    assert agg.feed("a b c d e f ") == ["a ", "b c "]  # a new answer ramps again
+    agg = PhraseAggregator(chunking="sentence", first_chunk_words=1, ramp_chunk_words=(2,))
+    assert agg.feed("a b c d e f ") == ["a "]
 
 
 # -- first chunk ----------------------------------------------------------------
@@ -267,7 +317,8 @@ def test_long_unclosed_tag_falls_back_to_plain_text():
     assert agg.feed(head + " b" * 20) == []
     emitted = agg.feed(" b" * 30 + " c")
     # Past MAX_TAG_CHARS without '>': plain text, emitted word by word again.
-    assert emitted[:3] == ["Hey, ", "<" + "a" * 150 + " ", "b "]
+    # The plain "<" word joins the chunk before it: no chunk starts with "<" mid-line.
+    assert emitted[:2] == ["Hey, <" + "a" * 150 + " ", "b "]
     assert "".join(emitted) + agg.text.text == head + " b" * 50 + " c"
     assert agg.text.text == "c"
 
@@ -279,7 +330,8 @@ def test_tag_of_exactly_max_length_is_a_tag():
     assert chunks == ["Hi, " + tag + " ", "x ", "y ", "z"]
     longer = "<a" + " " * (MAX_TAG_CHARS - 2) + ">"
     chunks = chunks_of(["Hi, ", longer, " x y z"], chunking="word")
-    assert chunks == ["Hi, ", "<a" + " " * (MAX_TAG_CHARS - 2), "> ", "x ", "y ", "z"]
+    # Plain text: "<a" stays with "Hi, "; the whitespace run then passes max_chars (80).
+    assert chunks == ["Hi, <a" + " " * (MAX_TAG_CHARS - 2), "> ", "x ", "y ", "z"]
 
 
 def test_closing_tag_and_tag_inside_word():
@@ -603,7 +655,8 @@ def test_quiet_flush_never_splits_a_number():
         ),
         (
             ["This is **bold", " text", "** here, and *it is* fine. Ok"],
-            ["This is ", "**bold text** here, ", "and *it is* fine. ", "Ok"],
+            # No chunk starts with "*" mid-line (a bullet to strip_markdown): the first grows.
+            ["This is **bold text** ", "here, and *it is* fine. ", "Ok"],
         ),
         (["Say __very loud__ words, ok"], ["Say __very loud__ ", "words, ok"]),
         (["Run `pip install", " x` now, please"], ["Run `pip install x` ", "now, please"]),
@@ -635,11 +688,11 @@ def test_quiet_flush_keeps_an_open_span():
 def test_unclosed_span_is_released_as_text():
     agg = PhraseAggregator(chunking="word", max_chars=400)
     head = "Hey **" + "word " * 40
-    assert agg.feed(head) == ["Hey "]  # held: "**" may still close
+    assert agg.feed(head) == []  # held: "**" may still close (and no chunk starts with "*")
     out = agg.feed("word " * 40)  # past MAX_SPAN_CHARS: the "**" is plain text
-    assert out[0] == "**word "
-    assert "".join(["Hey ", *out]) + agg.text.text == head + "word " * 40
-    assert all(len(c.split()) == 1 for c in out)
+    assert out[0] == "Hey **word "
+    assert "".join(out) + agg.text.text == head + "word " * 40
+    assert all(len(c.split()) == 1 for c in out[1:])
 
 
 # -- wire text: control characters, stray '<', long messages ----------------------------
@@ -747,3 +800,21 @@ def test_property_split_message(text, max_chars):
     msgs = split_message(wire, max_chars)
     assert "".join(msgs) == wire
     assert all(len(m) <= max_chars for m in msgs if not GRADIUM_TAG.search(m))
+
+
+@pytest.mark.parametrize(
+    "text, chunks",
+    [
+        # Mid-line, a marker word joins the chunk before it: "5 - 3" keeps its minus.
+        ("Take 5 - 3 and then 7 + 1 more", ["Take 5 - ", "3 and ", "then 7 + ", "1 more"]),
+        ("Yes a > b and c", ["Yes a > ", "b and ", "c"]),
+        ("So # one is fine", ["So # ", "one is ", "fine"]),
+        # After a newline the marker is markdown (strip_markdown removes it either way).
+        ("Here it is:\n- one thing\n> quoted", ["Here it ", "is:\n- ", "one thing\n", "> quoted"]),
+    ],
+)
+def test_no_chunk_starts_with_a_markdown_marker_mid_line(text, chunks):
+    assert chunks_of([text], first_chunk_words=2, ramp_chunk_words=(2, 2, 2, 2)) == chunks
+    words = chunks_of([text], chunking="word")
+    for before, chunk in zip(words, words[1:]):
+        assert chunk[0] not in "-+*#><" or "\n" in before

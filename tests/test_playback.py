@@ -1,0 +1,75 @@
+"""Audio-context reads: Pipecat's rules (end marker, timeout, keepalive) in fewer loop turns."""
+
+import asyncio
+import time
+
+import pytest
+from pipecat.utils.context.audio_context_manager import AudioContextManager
+
+from pipecat_gradium.playback import UNSUPPORTED, next_context_item
+
+
+async def _turns_until_read(read) -> tuple[int, object]:
+    """Loop turns between an item being queued and a waiting reader having it."""
+    manager = AudioContextManager()
+    await manager.create("ctx")
+    reader = asyncio.create_task(read(manager))
+    for _ in range(3):  # the reader is now waiting on the empty queue
+        await asyncio.sleep(0)
+    assert not reader.done()
+    await manager.append("ctx", "item")
+    turns = 0
+    while not reader.done():
+        await asyncio.sleep(0)
+        turns += 1
+    return turns, reader.result()
+
+
+async def test_item_in_one_turn_where_pipecat_takes_three():
+    ours = await _turns_until_read(lambda m: next_context_item(m, "ctx", 5.0))
+    pipecats = await _turns_until_read(lambda m: m.get("ctx", 5.0))
+    assert ours == (1, "item")
+    # The installed Pipecat reads through wait_for (wait_for2 on Python < 3.12): a task per
+    # item. If this ever drops to 1, the override is no longer needed.
+    assert pipecats[1] == "item" and pipecats[0] >= 2
+
+
+async def test_end_marker_and_order_kept():
+    manager = AudioContextManager()
+    await manager.create("ctx")
+    for item in ("a", "b", None):
+        await manager.append("ctx", item)
+    got = [await next_context_item(manager, "ctx", 1.0) for _ in range(3)]
+    assert got == ["a", "b", None]
+
+
+async def test_quiet_context_times_out_as_none():
+    manager = AudioContextManager()
+    await manager.create("ctx")
+    began = time.monotonic()
+    assert await next_context_item(manager, "ctx", 0.05) is None
+    assert 0.04 <= time.monotonic() - began < 1.0
+
+
+async def test_each_keepalive_restarts_the_wait():
+    manager = AudioContextManager()
+    await manager.create("ctx")
+    loop = asyncio.get_running_loop()
+    # Four keepalives 30 ms apart, then the item: 150 ms in all, three times the timeout.
+    for k in range(1, 5):
+        loop.call_later(0.03 * k, manager.keepalive, "ctx")
+    loop.call_later(0.15, lambda: asyncio.ensure_future(manager.append("ctx", "late item")))
+    assert await next_context_item(manager, "ctx", 0.05) == "late item"
+
+
+@pytest.mark.parametrize("manager", [object(), AudioContextManager()])
+async def test_unknown_layout_or_context_falls_back(manager):
+    # No queues to read (another Pipecat layout), or no such context: Pipecat reads instead.
+    assert await next_context_item(manager, "missing", 0.05) is UNSUPPORTED
+
+
+async def test_installed_pipecat_is_supported():
+    manager = AudioContextManager()
+    await manager.create("ctx")
+    await manager.append("ctx", "x")
+    assert await next_context_item(manager, "ctx", 0.05) == "x"

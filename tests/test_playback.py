@@ -4,9 +4,15 @@ import asyncio
 import time
 
 import pytest
+from pipecat.frames.frames import TTSAudioRawFrame, TTSStoppedFrame, TTSTextFrame
+from pipecat.services.tts_service import WebsocketTTSService
 from pipecat.utils.context.audio_context_manager import AudioContextManager
 
+from pipecat_gradium import GradiumStreamingTTSService
+from pipecat_gradium.emulator import GradiumEmulator
 from pipecat_gradium.playback import UNSUPPORTED, next_context_item
+from pipecat_gradium.testing import start_pipeline
+from tests.test_batching import LONG
 
 
 async def _turns_until_read(read) -> tuple[int, object]:
@@ -73,3 +79,48 @@ async def test_installed_pipecat_is_supported():
     await manager.create("ctx")
     await manager.append("ctx", "x")
     assert await next_context_item(manager, "ctx", 0.05) == "x"
+
+
+class _PipecatReads(GradiumStreamingTTSService):
+    """The service reading its audio contexts the way Pipecat's base class does."""
+
+    async def _next_audio_context_item(self, context_id: str):
+        return await WebsocketTTSService._next_audio_context_item(self, context_id)
+
+
+async def _tasks_for_one_answer(tts) -> tuple[int, int]:
+    """Tasks created in the process while ``tts`` speaks LONG, and the audio frames it pushed."""
+    loop = asyncio.get_running_loop()
+    created = 0
+
+    def factory(loop, coro, **kwargs):
+        nonlocal created
+        created += 1
+        return asyncio.Task(coro, loop=loop, **kwargs)
+
+    h = await start_pipeline(tts)
+    try:
+        loop.set_task_factory(factory)
+        try:
+            await h.speak_answer(LONG)
+            await h.down.wait_for(lambda: bool(h.down.frames(TTSStoppedFrame)), timeout=15)
+        finally:
+            loop.set_task_factory(None)
+        assert not h.errors()
+        assert [f.text for f in h.down.frames(TTSTextFrame)] == LONG.split()
+        return created, len(h.down.frames(TTSAudioRawFrame))
+    finally:
+        await h.stop()
+
+
+async def test_the_service_reads_its_audio_contexts_without_a_task_per_item(
+    emu: GradiumEmulator, make_tts
+):
+    ours, frames = await _tasks_for_one_answer(make_tts(audio_batch_s=0))
+    pipecats, same_frames = await _tasks_for_one_answer(
+        _PipecatReads(api_key="test-key", url=emu.ws_url, audio_batch_s=0, stop_frame_timeout_s=1)
+    )
+    assert frames == same_frames > 40  # every 80 ms chunk its own frame, in both runs
+    words = len(LONG.split())
+    # Pipecat's read makes a task for every audio frame and every word; ours makes none.
+    assert pipecats - ours >= frames + words

@@ -39,7 +39,8 @@ Rules:
   punctuation. ``WORD`` mode emits every complete word, the first one included.
 * Ramp (``PHRASE`` mode): the chunks right after the first also end once they
   hold ``ramp_chunk_words[0]``, ``ramp_chunk_words[1]``... words (default 4,
-  then 8). The first chunk's audio lasts about a second; the ramp gets the next
+  then 8); every chunk counts as a step, a quiet flush or a ``max_chars`` cut
+  included. The first chunk's audio lasts about a second; the ramp gets the next
   words to Gradium well before it runs out instead of when the first clause
   ends (80 characters later, with no comma), which on a loaded host came too
   late.
@@ -47,10 +48,13 @@ Rules:
   past ``max_chars`` (checked as the word streams in, so no waiting for it to
   end); a single word longer than ``max_chars`` goes alone once complete.
   Whitespace inside the chunk counts toward the length.
-* A chunk never ends right before a word starting with ``- + * # > <`` on the
-  same line: Pipecat's text transforms see each chunk alone and would take the
-  marker at its start for a list bullet, header or quote and drop it, and its
-  word tracking reads a chunk like ``"< b and c > "`` as one tag.
+* A chunk does not end right before a word starting with ``- + # >`` or a plain
+  ``<`` on the same line: Pipecat's text transforms see each chunk alone and would
+  take the marker at its start for a list bullet, header or quote and drop it
+  (``5 - 3`` spoken "5 3"), and its word tracking reads a chunk like
+  ``"< b and c > "`` as one tag. Nor right after a word that is only such a marker
+  (or ``*``): those do not count as words. Two cuts can still start a chunk with
+  one: ``max_chars`` and a quiet flush taken in the gap before the marker arrives.
 * Tags: ``<`` followed by an ASCII letter or ``/`` opens a tag (``<flush>``,
   ``<break time="1.5s" />``, ``</spell>``) that ends at the next ``>``. A tag is
   never split across chunks, and nothing from its ``<`` on is emitted while it is
@@ -207,7 +211,13 @@ def split_message(text: str, max_chars: int) -> list[str]:
 # No chunk starts with these mid-line. Pipecat's strip_markdown removes them at the start of a
 # line, so at the start of a chunk: list bullets, headers, quotes. And Pipecat's word tracking
 # reads a chunk starting with "<" and holding a ">" ("< b and c > ") as one tag, no words.
-_NO_CHUNK_START = frozenset("-+*#><")
+# ("*" is left out: "**bold**" and "*it*" start words far more often than a "* " bullet
+# mid-line, and holding the boundary would delay a first phrase like "Here are **three**".)
+_NO_CHUNK_START = frozenset("-+#><")
+# Words that are only a list bullet, a header or a quote marker: not counted as words and never
+# the end of a chunk, so "\n- " is never a chunk's tail (strip_markdown keeps a bullet it cannot
+# see the item of).
+_BARE_MARKERS = frozenset(("-", "+", "*", ">", "#", "##", "###", "####", "#####", "######"))
 
 # Punctuation class of a word's last significant character.
 _NONE, _CLAUSE, _SENTENCE = 0, 1, 2
@@ -287,8 +297,12 @@ class PhraseAggregator(BaseTextAggregator):
             raise ValueError(f"chunking must be one of {choices}, got {chunking!r}") from None
         if first_chunk_words < 1:
             raise ValueError(f"first_chunk_words must be >= 1, got {first_chunk_words}")
+        if isinstance(ramp_chunk_words, (int, str)):
+            raise ValueError(
+                f"ramp_chunk_words must be a sequence, e.g. (4, 8), got {ramp_chunk_words!r}"
+            )
         ramp = tuple(ramp_chunk_words)
-        if any(not isinstance(n, int) or n < 1 for n in ramp):
+        if any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in ramp):
             raise ValueError(f"ramp_chunk_words must be whole numbers >= 1, got {ramp!r}")
         if max_chars < 10:
             raise ValueError(f"max_chars must be >= 10, got {max_chars}")
@@ -441,6 +455,12 @@ class PhraseAggregator(BaseTextAggregator):
             k = self._cand_end
         if k == 0:
             return ""
+        if k < n and self._buf[k] in _NO_CHUNK_START and self._buf[k] != "<":
+            j = k
+            while j > 0 and self._buf[j - 1].isspace():
+                j -= 1
+            if "\n" not in self._buf[j:k]:
+                return ""  # the next chunk would start with a marker (see _marker_next)
         if k == n:
             self._state = _State.LEAD
             self._defer_end = None
@@ -608,6 +628,8 @@ class PhraseAggregator(BaseTextAggregator):
             end -= shift
             word_end -= shift
         self._cand_end = end
+        if real and self._bare_marker(word_end):
+            real = False
         if real:
             self._n_words += 1
         if self._ends_chunk(word_end, real, punct) and not self._marker_next(
@@ -615,11 +637,18 @@ class PhraseAggregator(BaseTextAggregator):
         ):
             out.append(self._emit())
 
+    def _bare_marker(self, word_end: int) -> bool:
+        """Whether the word ending at word_end is only a bullet, header or quote marker."""
+        start = word_end
+        while start > 0 and word_end - start <= 6 and not self._buf[start - 1].isspace():
+            start -= 1
+        return "".join(self._buf[start:word_end]) in _BARE_MARKERS
+
     def _marker_next(self, word_end: int, end: int, plain_lt: bool) -> bool:
-        """Whether the next word starts with ``- + * # > <`` on the same line.
+        """Whether the next word starts with ``- + # >`` or a plain ``<`` on the same line.
 
         Pipecat's text transforms see each chunk on its own, so a chunk starting with
-        ``- `` ``+ `` ``* `` ``# `` or ``>`` reads as a list item, header or quote there and
+        ``- `` ``+ `` ``# `` or ``>`` reads as a list item, header or quote there and
         loses the marker ("5 - 3" spoken "5 3"); and its word tracking takes a chunk like
         ``"< b and c > "`` for a tag with no words, so they never reach the context. Such a
         word stays in the chunk being built, unless a newline comes before it (then it is

@@ -34,8 +34,9 @@ async def next_context_item(manager: AudioContextManager, context_id: str, timeo
 
     Returns:
         The next item, ``None`` when the context ends or stays quiet ``timeout_s`` (as the base
-        class treats a timeout), or :data:`UNSUPPORTED` when the manager's queues or keepalive
-        marker cannot be found (the caller then reads through Pipecat).
+        class treats a timeout), or :data:`UNSUPPORTED` when the manager's queues, its keepalive
+        marker or this context's queue cannot be found (the caller then reads through Pipecat,
+        which behaves as it always has, e.g. a ``KeyError`` for a context that is gone).
     """
     queues = getattr(manager, "_contexts", None)
     keepalive = getattr(manager, "_KEEPALIVE", None)

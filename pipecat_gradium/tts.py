@@ -150,7 +150,7 @@ class GradiumStreamingTTSService(WebsocketTTSService):
             first_chunk_words: Complete words that make the first phrase go out.
             ramp_chunk_words: In ``"phrase"`` chunking, the phrases after the first also go
                 out at these many words, in turn, so Gradium has the next words before the
-                first phrase's audio ends; ``()`` waits for punctuation only.
+                first phrase's audio ends; ``()`` waits for punctuation or ``max_chunk_chars``.
             max_chunk_chars: Longest phrase sent in one message.
             flush_after_first_chunk: Send one ``<flush>`` after the first phrase, so Gradium
                 does not hold its last words back while the LLM produces the next ones.

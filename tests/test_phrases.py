@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pipecat.utils.text.base_text_aggregator import Aggregation, TextType
+from pipecat.utils.text.transforms import strip_markdown
 
 from pipecat_gradium.phrases import (
     GRADIUM_TAG,
@@ -331,7 +332,8 @@ def test_tag_of_exactly_max_length_is_a_tag():
     longer = "<a" + " " * (MAX_TAG_CHARS - 2) + ">"
     chunks = chunks_of(["Hi, ", longer, " x y z"], chunking="word")
     # Plain text: "<a" stays with "Hi, "; the whitespace run then passes max_chars (80).
-    assert chunks == ["Hi, <a" + " " * (MAX_TAG_CHARS - 2), "> ", "x ", "y ", "z"]
+    # A lone ">" is not a word of its own: it goes with the next.
+    assert chunks == ["Hi, <a" + " " * (MAX_TAG_CHARS - 2), "> x ", "y ", "z"]
 
 
 def test_closing_tag_and_tag_inside_word():
@@ -523,6 +525,7 @@ options = st.fixed_dictionaries(
         "chunking": st.sampled_from(list(ChunkMode)),
         "first_chunk_words": st.integers(1, 4),
         "max_chars": st.sampled_from([10, 17, 80]),
+        "ramp_chunk_words": st.sampled_from([(), (4, 8), (1,), (2, 3)]),
     }
 )
 
@@ -655,8 +658,7 @@ def test_quiet_flush_never_splits_a_number():
         ),
         (
             ["This is **bold", " text", "** here, and *it is* fine. Ok"],
-            # No chunk starts with "*" mid-line (a bullet to strip_markdown): the first grows.
-            ["This is **bold text** ", "here, and *it is* fine. ", "Ok"],
+            ["This is ", "**bold text** here, ", "and *it is* fine. ", "Ok"],
         ),
         (["Say __very loud__ words, ok"], ["Say __very loud__ ", "words, ok"]),
         (["Run `pip install", " x` now, please"], ["Run `pip install x` ", "now, please"]),
@@ -664,7 +666,7 @@ def test_quiet_flush_never_splits_a_number():
         (["* one, two three, four"], ["* one, ", "two three, ", "four"]),
         (
             ["2 * 3 = 6, a snake_case_name, [1] ok"],
-            ["2 * ", "3 = 6, ", "a snake_case_name, ", "[1] ok"],
+            ["2 * 3 ", "= 6, ", "a snake_case_name, ", "[1] ok"],
         ),
         # A link whose URL holds parentheses.
         (
@@ -688,11 +690,11 @@ def test_quiet_flush_keeps_an_open_span():
 def test_unclosed_span_is_released_as_text():
     agg = PhraseAggregator(chunking="word", max_chars=400)
     head = "Hey **" + "word " * 40
-    assert agg.feed(head) == []  # held: "**" may still close (and no chunk starts with "*")
+    assert agg.feed(head) == ["Hey "]  # held: "**" may still close
     out = agg.feed("word " * 40)  # past MAX_SPAN_CHARS: the "**" is plain text
-    assert out[0] == "Hey **word "
-    assert "".join(out) + agg.text.text == head + "word " * 40
-    assert all(len(c.split()) == 1 for c in out[1:])
+    assert out[0] == "**word "
+    assert "".join(["Hey ", *out]) + agg.text.text == head + "word " * 40
+    assert all(len(c.split()) == 1 for c in out)
 
 
 # -- wire text: control characters, stray '<', long messages ----------------------------
@@ -805,12 +807,14 @@ def test_property_split_message(text, max_chars):
 @pytest.mark.parametrize(
     "text, chunks",
     [
-        # Mid-line, a marker word joins the chunk before it: "5 - 3" keeps its minus.
-        ("Take 5 - 3 and then 7 + 1 more", ["Take 5 - ", "3 and ", "then 7 + ", "1 more"]),
-        ("Yes a > b and c", ["Yes a > ", "b and ", "c"]),
-        ("So # one is fine", ["So # ", "one is ", "fine"]),
-        # After a newline the marker is markdown (strip_markdown removes it either way).
-        ("Here it is:\n- one thing\n> quoted", ["Here it ", "is:\n- ", "one thing\n", "> quoted"]),
+        # Mid-line, a marker word joins the chunk before it and is not a word of its own:
+        # "5 - 3" keeps its minus.
+        ("Take 5 - 3 and then 7 + 1 more", ["Take 5 - 3 ", "and then ", "7 + 1 ", "more"]),
+        ("Yes a > b and c", ["Yes a > b ", "and c"]),
+        ("So # one is fine", ["So # one ", "is fine"]),
+        # After a newline the marker is markdown; it never ends a chunk, so strip_markdown
+        # sees it with its item.
+        ("Here it is:\n- one thing\n> quoted", ["Here it ", "is:\n- one ", "thing\n> quoted"]),
     ],
 )
 def test_no_chunk_starts_with_a_markdown_marker_mid_line(text, chunks):
@@ -818,3 +822,32 @@ def test_no_chunk_starts_with_a_markdown_marker_mid_line(text, chunks):
     words = chunks_of([text], chunking="word")
     for before, chunk in zip(words, words[1:]):
         assert chunk[0] not in "-+*#><" or "\n" in before
+
+
+MARKDOWN_ANSWERS = [
+    "Sure thing. Top three picks\n- Luigi's on Main Street\n- Chez Paul\n- The Blue Door",
+    "## Plan\n1. Pack early\n> Quote of the day: take it easy\n+ one more item here",
+    "So 5 - 3 is 2, and a > b while c < d; also 7 + 1 makes 8 and # one is fine",
+    "Here are **three** options: *fast*, `cheap` and [good](https://x.y/z) ones",
+]
+
+
+@pytest.mark.parametrize("text", MARKDOWN_ANSWERS)
+@pytest.mark.parametrize("size", [1, 3, 7])
+def test_strip_markdown_per_chunk_reads_like_the_whole_answer(text, size):
+    # Pipecat runs its transforms on each chunk alone: the words must come out as they would
+    # from the whole answer, whatever the token size.
+    tokens = [text[i : i + size] for i in range(0, len(text), size)]
+    chunks = chunks_of(tokens, ramp_chunk_words=(4, 8))
+    per_chunk = [asyncio.run(strip_markdown(c, "sentence")) for c in chunks]
+    assert " ".join(per_chunk).split() == asyncio.run(strip_markdown(text, "sentence")).split()
+
+
+def test_quiet_flush_never_leaves_a_marker_at_the_next_chunk_start():
+    agg = PhraseAggregator(first_chunk_words=5)
+    agg.feed("Take the number 5 -")
+    assert agg.take_ready_text() == ""  # "- 3" would read as a bullet in a chunk of its own
+    assert agg.feed(" 3 and then some more") == ["Take the number 5 - 3 "]
+    agg = PhraseAggregator(first_chunk_words=5)
+    agg.feed("Here are some items\n-")
+    assert agg.take_ready_text() == "Here are some items\n"  # after a newline: markdown

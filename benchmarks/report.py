@@ -417,8 +417,9 @@ def render_scale(results: dict[str, Any]) -> str:
         f"Jitter runs: generation 16x, {j['net_delay_s'] * 1000:.0f} ms ± "
         f"{j['net_jitter_s'] * 1000:.0f} ms per message each way (uniform), "
         f"{j['stall_probability'] * 100:.0f} % of messages held {j['stall_s'] * 1000:.0f} ms "
-        f"more, in order; handshake ± {j['handshake_jitter_s'] * 1000:.0f} ms; seed "
-        f"{j['seed']}. Run time {results['runtime_s']:.0f} s on {results['machine']['cpus']} "
+        f"more, in order; handshake ± {j['handshake_jitter_s'] * 1000:.0f} ms; the answers of "
+        f"seeds {', '.join(str(x) for x in cfg.get('jitter_seeds', [j['seed']]))} pooled "
+        f"({base['jitter']['n']} per client). Run time {results['runtime_s']:.0f} s on {results['machine']['cpus']} "
         f"CPUs (load average at start {results['machine']['load_average_at_start'][0]:.2f})."
     )
     lines.append("")
@@ -459,6 +460,10 @@ def render_scale(results: dict[str, Any]) -> str:
         ),
     )
     row("  p95 vs built-in", lambda c: f"{c['jitter']['p95_s'] / bp['p95_s']:.2f}x")
+    row(
+        "  p95 of each seed alone",
+        lambda c: " / ".join(_ms(x)[:-3] for x in c["jitter"].get("p95_per_seed_s", [])) + " ms",
+    )
     for key, label in (("barge_in_1", "1 session"), ("barge_in_load", f"{n_load} sessions")):
         row(
             f"TTFA after a barge-in vs. steady state, {label}",

@@ -212,6 +212,24 @@ async def run_jitter_ttfa(
     }
 
 
+def pool_jitter_runs(runs: list[dict[str, Any]], seeds: tuple[int, ...]) -> dict[str, Any]:
+    """Pool the TTFAs of one client's jitter runs (one per network seed).
+
+    Returns:
+        Every TTFA, its p50/p95/p99, and each seed's own p95.
+    """
+    ttfas = sorted(t for r in runs for t in r["ttfa_s"])
+    return {
+        "n": len(ttfas),
+        "seeds": list(seeds),
+        "ttfa_s": ttfas,
+        "p50_s": pct(ttfas, 50),
+        "p95_s": pct(ttfas, 95),
+        "p99_s": pct(ttfas, 99),
+        "p95_per_seed_s": [r["p95_s"] for r in runs],
+    }
+
+
 # --------------------------------------------------------------------------- barge-in
 
 

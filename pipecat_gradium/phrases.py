@@ -455,12 +455,11 @@ class PhraseAggregator(BaseTextAggregator):
             k = self._cand_end
         if k == 0:
             return ""
-        if k < n and self._buf[k] in _NO_CHUNK_START and self._buf[k] != "<":
-            j = k
-            while j > 0 and self._buf[j - 1].isspace():
-                j -= 1
-            if "\n" not in self._buf[j:k]:
-                return ""  # the next chunk would start with a marker (see _marker_next)
+        gap = k
+        while gap > 0 and self._buf[gap - 1].isspace():
+            gap -= 1
+        if self._marker_next(gap, k, plain_lt=False):
+            return ""  # the next chunk would start with a marker
         if k == n:
             self._state = _State.LEAD
             self._defer_end = None

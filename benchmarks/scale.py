@@ -11,6 +11,7 @@ import gc
 import random
 import statistics
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from loguru import logger
@@ -202,13 +203,18 @@ async def run_jitter_ttfa(
         per_session = await asyncio.gather(*(one(i, s) for i, s in enumerate(pipelines)))
     finally:
         await stop_sessions(pipelines)
-    ttfas = sorted(t for ts in per_session for t in ts)
+    return ttfa_summary(t for ts in per_session for t in ts)
+
+
+def ttfa_summary(ttfas: Iterable[float]) -> dict[str, Any]:
+    """TTFAs sorted, their count and p50/p95/p99."""
+    ordered = sorted(ttfas)
     return {
-        "n": len(ttfas),
-        "ttfa_s": ttfas,
-        "p50_s": pct(ttfas, 50),
-        "p95_s": pct(ttfas, 95),
-        "p99_s": pct(ttfas, 99),
+        "n": len(ordered),
+        "ttfa_s": ordered,
+        "p50_s": pct(ordered, 50),
+        "p95_s": pct(ordered, 95),
+        "p99_s": pct(ordered, 99),
     }
 
 
@@ -218,14 +224,8 @@ def pool_jitter_runs(runs: list[dict[str, Any]], seeds: tuple[int, ...]) -> dict
     Returns:
         Every TTFA, its p50/p95/p99, and each seed's own p95.
     """
-    ttfas = sorted(t for r in runs for t in r["ttfa_s"])
-    return {
-        "n": len(ttfas),
+    return ttfa_summary(t for r in runs for t in r["ttfa_s"]) | {
         "seeds": list(seeds),
-        "ttfa_s": ttfas,
-        "p50_s": pct(ttfas, 50),
-        "p95_s": pct(ttfas, 95),
-        "p99_s": pct(ttfas, 99),
         "p95_per_seed_s": [r["p95_s"] for r in runs],
     }
 

@@ -80,6 +80,28 @@ def stopped(h: PipelineHarness) -> int:
     return len(h.down.frames(TTSStoppedFrame))
 
 
+async def speak_once(
+    tts: GradiumStreamingTTSService,
+    text: str,
+    *,
+    context: LLMContext | None = None,
+    timeout: float = 15.0,
+    **speak,
+) -> PipelineHarness:
+    """Run a pipeline, speak ``text`` until its answer's TTSStoppedFrame, stop it.
+
+    Returns:
+        The stopped harness, for its records.
+    """
+    h = await run(tts, context=context)
+    try:
+        await h.speak_answer(text, **speak)
+        await h.down.wait_for(lambda: stopped(h) >= 1, timeout=timeout)
+    finally:
+        await h.stop()
+    return h
+
+
 def words_out(h: PipelineHarness, context_id: str | None = None) -> list[str]:
     """Words the service passed on as heard (TTSTextFrame), i.e. what the context gets."""
     return [
@@ -247,12 +269,7 @@ async def test_request_error_while_the_llm_streams_is_continued_under_a_new_id()
     async with GradiumEmulator(api_key="test-key", latency=FAST) as emu:
         emu.fault_next_request(Fault.REQUEST_ERROR)
         tts = service(emu)
-        h = await run(tts)
-        try:
-            await h.speak_answer(LONG, tokens_per_s=60)
-            await h.down.wait_for(lambda: stopped(h) >= 1, timeout=15)
-        finally:
-            await h.stop()
+        h = await speak_once(tts, LONG, tokens_per_s=60)
         reqs = answer_requests(emu.stats)
         first, second = reqs
         assert first.error and "1011" not in first.error  # the emulated 1011's message
@@ -323,12 +340,7 @@ async def test_socket_lost_mid_answer_loses_and_repeats_nothing(
         emu.fault_next_request(fault)
         context = LLMContext()
         tts = service(emu)
-        h = await run(tts, context=context)
-        try:
-            await h.speak_answer(LONG, tokens_per_s=60)
-            await h.down.wait_for(lambda: stopped(h) >= 1, timeout=15)
-        finally:
-            await h.stop()
+        h = await speak_once(tts, LONG, tokens_per_s=60, context=context)
         reqs = answer_requests(emu.stats)
         first, second = reqs
         if fault is Fault.RESET_MID_WORD:
@@ -353,12 +365,7 @@ async def test_reset_where_a_tag_touches_a_word_loses_no_word():
     async with GradiumEmulator(api_key="test-key", latency=FAST, fault_after_chunks=11) as emu:
         emu.fault_next_request(Fault.RESET_MID_WORD)
         tts = service(emu)
-        h = await run(tts)
-        try:
-            await h.speak_answer(TAGGED, tokens_per_s=60)
-            await h.down.wait_for(lambda: stopped(h) >= 1, timeout=15)
-        finally:
-            await h.stop()
+        h = await speak_once(tts, TAGGED, tokens_per_s=60)
         reqs = answer_requests(emu.stats)
         assert len(reqs) == 2
         first = reqs[0]
@@ -378,12 +385,7 @@ async def test_session_limit_mid_answer_is_continued():
     async with GradiumEmulator(api_key="test-key", latency=FAST, session_limit_s=0.6) as emu:
         emu.fault_next_connection(Fault.SESSION_LIMIT)  # the answer's socket
         tts = service(emu)
-        h = await run(tts)
-        try:
-            await h.speak_answer(LONG, tokens_per_s=40)
-            await h.down.wait_for(lambda: stopped(h) >= 1, timeout=15)
-        finally:
-            await h.stop()
+        h = await speak_once(tts, LONG, tokens_per_s=40)
         reqs = answer_requests(emu.stats)
         assert len(reqs) == 2
         assert emu.stats.connections[reqs[0].connection_id - 1].close_code == 1008
@@ -547,12 +549,7 @@ async def test_outage_mid_call_answer_fails_fast_and_the_next_after_recovery_spe
 async def test_odd_frames_lose_nothing(fault: Fault):
     async with GradiumEmulator(api_key="test-key", latency=FAST) as emu:
         emu.fault_next_connection(fault)
-        h = await run(service(emu))
-        try:
-            await h.speak_answer(LONG)
-            await h.down.wait_for(lambda: stopped(h) >= 1, timeout=10)
-        finally:
-            await h.stop()
+        h = await speak_once(service(emu), LONG, timeout=10)
         assert h.errors() == []
         reqs = answer_requests(emu.stats)
         assert len(reqs) == 1 and reqs[0].heard_words == LONG.split()

@@ -13,6 +13,15 @@ def _ms(v: Number) -> str:
     return "n/a" if v is None else f"{v * 1000:.0f} ms"
 
 
+def _targets_table(heading: str, rows: list[tuple[str, str, bool | None]]) -> list[str]:
+    """A heading and a Target / Measured / Met table, then a blank line."""
+    lines = [heading, "", "| Target | Measured | Met |", "|---|---|---|"]
+    for name, evidence, ok in rows:
+        mark = "n/a" if ok is None else ("yes" if ok else "**no**")
+        lines.append(f"| {name} | {evidence} | {mark} |")
+    return [*lines, ""]
+
+
 def _num(v: Number, digits: int = 1) -> str:
     return "n/a" if v is None else f"{v:.{digits}f}"
 
@@ -271,14 +280,7 @@ def render(results: dict[str, Any]) -> str:
                 f"{s['messages_per_answer']:.1f} | {first} |"
             )
         lines.append("")
-    lines.append("## Targets (issue 4)")
-    lines.append("")
-    lines.append("| Target | Measured | Met |")
-    lines.append("|---|---|---|")
-    for name, evidence, ok in targets(results):
-        mark = "n/a" if ok is None else ("yes" if ok else "**no**")
-        lines.append(f"| {name} | {evidence} | {mark} |")
-    lines.append("")
+    lines += _targets_table("## Targets (issue 4)", targets(results))
     lines.append("## Concurrency detail")
     lines.append("")
     lines.append(
@@ -494,14 +496,7 @@ def render_scale(results: dict[str, Any]) -> str:
         "costs a socket per barge-in by design."
     )
     lines.append("")
-    lines.append("## Targets")
-    lines.append("")
-    lines.append("| Target | Measured | Met |")
-    lines.append("|---|---|---|")
-    for name, evidence, ok in scale_targets(results):
-        mark = "n/a" if ok is None else ("yes" if ok else "**no**")
-        lines.append(f"| {name} | {evidence} | {mark} |")
-    lines.append("")
+    lines += _targets_table("## Targets", scale_targets(results))
     lines.append("## Every load run")
     lines.append("")
     lines.append(

@@ -117,6 +117,17 @@ async def test_stray_less_than_is_never_sent_and_the_context_keeps_it(
     assert assistant_text(context) == text
 
 
+async def test_markers_mid_line_keep_their_meaning_across_messages(emu: GradiumEmulator, make_tts):
+    # Each message goes through strip_markdown alone: a message starting "- 3" or "> b" would
+    # lose the minus or the ">" as a list bullet or a quote. None may start that way mid-line.
+    text = "Well then, take 5 - 3 and then add 7 + 1 more, so a > b holds in every case we try."
+    async with run(make_tts(ramp_chunk_words=(1, 1, 1, 1, 1, 1))) as (h, context):
+        await answer(h, emu, [text[i : i + 3] for i in range(0, len(text), 3)])
+    assert not any(m.lstrip()[:1] in "-+>" for m in wire(emu)[1:])
+    assert spoken(emu) == text.split()
+    assert assistant_text(context) == text
+
+
 async def test_control_characters_and_a_huge_word(emu: GradiumEmulator, make_tts):
     huge = "x" * 300
     text = f"Bell\x07 and\x1b[0m escape\r\nline {huge} end."

@@ -248,7 +248,7 @@ CLIENTS: tuple[ClientSpec, ...] = (
     ClientSpec(
         "ours_noflush",
         "pipecat-gradium, first-chunk flush off",
-        _ours(flush_after_first_chunk=False),
+        _ours(tuning=GradiumStreamingTTSService.Tuning(flush_after_first_chunk=False)),
     ),
     ClientSpec("builtin", "Pipecat built-in, sentence (default)", _builtin(), baseline=True),
     ClientSpec(

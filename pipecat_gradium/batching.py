@@ -13,6 +13,9 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
+#: Longest frame merged from Gradium's chunks while it is well ahead of playback.
+DEFAULT_BATCH_S = 0.4
+
 
 class AudioBatch:
     """One request's audio: pushed at once while playback is close, merged while it is far.
@@ -21,7 +24,7 @@ class AudioBatch:
     return and arms a timer for :attr:`deadline`.
     """
 
-    def __init__(self, *, bytes_per_s: float, max_s: float = 0.24, lead_s: float = 0.5):
+    def __init__(self, *, bytes_per_s: float, max_s: float = DEFAULT_BATCH_S, lead_s: float = 0.5):
         """Create the batch for one request.
 
         Args:
@@ -92,25 +95,26 @@ class AudioBatch:
 
 
 class AudioBatcher:
-    """The service's :class:`AudioBatch` per request, and the timers that empty them in time.
+    """One answer's :class:`AudioBatch` and the timer that empties it in time.
 
-    The service pushes every chunk through :meth:`add`, empties a request's batch with
-    :meth:`flush` before anything that must follow its audio (its words, its end, a
-    continuation on another socket), and discards it with :meth:`drop` at a barge-in.
+    The answer pushes every chunk through :meth:`add`, empties the batch with :meth:`flush`
+    before anything that must follow its audio (its words, its end, a continuation), and
+    discards it with :meth:`drop` at a barge-in or between attempts (the next chunk starts a
+    fresh batch).
     """
 
     def __init__(
         self,
-        push: Callable[[Any, bytes], Awaitable[None]],
+        push: Callable[[bytes], Awaitable[None]],
         spawn: Callable[[Coroutine[Any, Any, None]], Any],
         *,
-        max_s: float = 0.4,
+        max_s: float = DEFAULT_BATCH_S,
         lead_s: float = 0.5,
     ):
         """Create the batcher.
 
         Args:
-            push: Pushes one frame of a request's audio.
+            push: Pushes one frame of audio.
             spawn: Runs a coroutine as a task (the service's ``create_task``).
             max_s: Longest merged frame; 0 pushes every chunk as it arrives.
             lead_s: Merge only while the audio pushed reaches this far past now.
@@ -119,63 +123,45 @@ class AudioBatcher:
         self._spawn = spawn
         self._max_s = max_s
         self._lead_s = lead_s
-        self._batches: dict[int, tuple[Any, AudioBatch]] = {}
-        self._timers: dict[int, asyncio.TimerHandle] = {}
+        self._batch: AudioBatch | None = None
+        self._timer: asyncio.TimerHandle | None = None
 
-    async def add(self, req: Any, pcm: bytes, bytes_per_s: float) -> None:
-        """Push a request's chunk now, or hold it to merge with the next ones.
+    async def add(self, pcm: bytes, bytes_per_s: float) -> None:
+        """Push a chunk now, or hold it to merge with the next ones.
 
         Args:
-            req: The request (any object; its identity keys the batch).
             pcm: The chunk.
             bytes_per_s: Bytes of PCM per second of audio.
         """
         if not self._max_s:
-            await self._push(req, pcm)
+            await self._push(pcm)
             return
-        entry = self._batches.get(id(req))
-        if entry is None:
-            batch = AudioBatch(bytes_per_s=bytes_per_s, max_s=self._max_s, lead_s=self._lead_s)
-            self._batches[id(req)] = (req, batch)
-        else:
-            batch = entry[1]
+        batch = self._batch
+        if batch is None:
+            batch = self._batch = AudioBatch(
+                bytes_per_s=bytes_per_s, max_s=self._max_s, lead_s=self._lead_s
+            )
         out = batch.add(pcm)
         if out:
-            await self._push(req, out)
+            await self._push(out)
         deadline = batch.deadline
-        if deadline is not None and id(req) not in self._timers:
+        if deadline is not None and self._timer is None:
             # Generation may pause: held audio goes out before playback needs it.
-            self._timers[id(req)] = asyncio.get_running_loop().call_at(
-                deadline, lambda: self._spawn(self.flush(req))
+            self._timer = asyncio.get_running_loop().call_at(
+                deadline, lambda: self._spawn(self.flush())
             )
 
-    async def flush(self, req: Any) -> None:
-        """Push whatever the request's batch holds.
+    async def flush(self) -> None:
+        """Push whatever the batch holds."""
+        if self._timer:
+            self._timer.cancel()
+            self._timer = None
+        if self._batch is not None and self._batch.held:
+            await self._push(self._batch.take())
 
-        Args:
-            req: The request.
-        """
-        timer = self._timers.pop(id(req), None)
-        if timer:
-            timer.cancel()
-        entry = self._batches.get(id(req))
-        if entry is not None and entry[1].held:
-            await self._push(req, entry[1].take())
-
-    def drop(self, req: Any) -> None:
-        """Forget the request's batch, held audio included (a barge-in, its end).
-
-        Args:
-            req: The request.
-        """
-        timer = self._timers.pop(id(req), None)
-        if timer:
-            timer.cancel()
-        self._batches.pop(id(req), None)
-
-    def clear(self) -> None:
-        """Forget every batch and cancel every timer."""
-        for timer in self._timers.values():
-            timer.cancel()
-        self._timers.clear()
-        self._batches.clear()
+    def drop(self) -> None:
+        """Forget the batch, held audio included, and its timer."""
+        if self._timer:
+            self._timer.cancel()
+            self._timer = None
+        self._batch = None

@@ -8,6 +8,7 @@ import base64
 import json
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 #: Rates Gradium can produce as raw 16-bit PCM (``pcm_<rate>``), so nothing is resampled.
 PCM_RATES: tuple[int, ...] = (8000, 16000, 22050, 24000, 44100, 48000)
@@ -212,6 +213,22 @@ class Unknown:
 
 
 ServerMessage = Ready | Audio | Word | EndOfStream | ServerError | Unknown
+
+
+def mask_secrets(text: str, url: str) -> str:
+    """Hide every query-string value of ``url`` (a key or token put there) inside ``text``.
+
+    Args:
+        text: An error message or log line that may quote the URL or its parts.
+        url: The service's URL.
+
+    Returns:
+        ``text`` with each query value replaced by ``***``.
+    """
+    for _, value in parse_qsl(urlsplit(url).query, keep_blank_values=False):
+        if len(value) >= 3:
+            text = text.replace(value, "***")
+    return text
 
 
 def parse_server_message(raw: str | bytes) -> ServerMessage:

@@ -1,14 +1,13 @@
 """``GradiumStreamingTTSService``: Gradium's streaming TTS as a Pipecat stage.
 
-Pipecat glue only. Phrases come from :mod:`pipecat_gradium.phrases`, messages from
-:mod:`pipecat_gradium.protocol`, sockets from :mod:`pipecat_gradium.connection`, the
-per-request record from :mod:`pipecat_gradium.requests`, and what happens under faults from
-:mod:`pipecat_gradium.recovery`.
+The Pipecat glue: frames in and out, audio contexts, settings, metrics, events and errors. The
+service maps Pipecat context ids to :class:`~pipecat_gradium.answer.Answer` objects, which own
+everything about one answer (attempts, faults, timer, audio, words); sockets live in
+:mod:`pipecat_gradium.sockets`, and whether Gradium can be reached is decided by
+:mod:`pipecat_gradium.reachability`. Every error the user sees is pushed from here.
 """
 
-import asyncio
 import os
-import time
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,7 +16,6 @@ from urllib.parse import urlsplit
 from loguru import logger
 from pipecat.frames.frames import (
     AggregatedTextFrame,
-    AggregatedTextProgressFrame,
     ControlFrame,
     EndFrame,
     Frame,
@@ -25,7 +23,6 @@ from pipecat.frames.frames import (
     LLMTextFrame,
     StartFrame,
     TTSAudioRawFrame,
-    TTSTextFrame,
 )
 from pipecat.processors.frame_processor import FrameDirection
 from pipecat.services.settings import TTSSettings
@@ -36,25 +33,22 @@ from pipecat.utils.text.base_text_aggregator import Aggregation, TextType
 from pipecat.utils.text.transforms import StripMarkdown
 from pipecat.utils.types import NOT_GIVEN, NotGiven, is_given
 from websockets.asyncio.client import ClientConnection
-from websockets.exceptions import InvalidStatus
 
-from pipecat_gradium.batching import AudioBatcher
-from pipecat_gradium.connection import ConnectionPool, GradiumSocket, StandbyPool
-from pipecat_gradium.phrases import ChunkMode, PhraseAggregator, split_message, wire_text
+from pipecat_gradium.answer import Answer, AnswerConfig, AnswerKind
+from pipecat_gradium.batching import DEFAULT_BATCH_S
+from pipecat_gradium.phrases import ChunkMode, PhraseAggregator
+from pipecat_gradium.pipecat_compat import complete_without_words, missing_members
 from pipecat_gradium.playback import UNSUPPORTED, next_context_item
 from pipecat_gradium.protocol import (
-    Audio,
-    EndOfStream,
-    Ready,
     ServerError,
     ServerMessage,
-    Word,
     build_json_config,
+    mask_secrets,
     output_format_for_rate,
     setup_message,
 )
-from pipecat_gradium.recovery import Backoff, Recovery, context_of, continuation_id, mask_secrets
-from pipecat_gradium.requests import GradiumRequest
+from pipecat_gradium.reachability import Reachability, rejected_key_status
+from pipecat_gradium.sockets import GradiumSocket, ServiceSockets, StandbyPool
 from pipecat_gradium.tracing import note_first_audio, traced_tts
 
 DEFAULT_URL = "wss://api.gradium.ai/api/speech/tts"
@@ -83,11 +77,63 @@ class GradiumStreamingTTSSettings(TTSSettings):
     pronunciation_id: str | None | NotGiven = field(default_factory=lambda: NOT_GIVEN)
 
 
+@dataclass(frozen=True)
+class GradiumStreamingTTSTuning:
+    """Limits most bots never change, in one place; tests turn the timeouts small.
+
+    Parameters:
+        max_chunk_chars: Longest text message sent to Gradium (cut between words).
+        flush_after_first_chunk: Send one ``<flush>`` after an answer's first phrase, so
+            Gradium does not hold its last words back while the LLM produces the next ones.
+        max_socket_age_s: A socket this old takes no new request (Gradium ends sessions at
+            300 s).
+        connect_timeout_s: Limit on one WebSocket handshake.
+        first_audio_timeout_s: Longest wait for audio Gradium owes (a cold start, a stall
+            after the answer ended); past it the answer ends with one error.
+        probe_backoff_s: First wait before probing an unreachable Gradium again.
+        probe_backoff_max_s: Longest wait between probes (doubling from the first).
+        audio_batch_s: While Gradium is more than 0.5 s ahead of playback, its 80 ms chunks
+            are merged into frames of up to this long (every frame costs the pipeline the same
+            CPU, whatever its length); 0 pushes each chunk as it arrives.
+    """
+
+    max_chunk_chars: int = 80
+    flush_after_first_chunk: bool = True
+    max_socket_age_s: float = 240.0
+    connect_timeout_s: float = 10.0
+    first_audio_timeout_s: float = 10.0
+    probe_backoff_s: float = 0.5
+    probe_backoff_max_s: float = 5.0
+    audio_batch_s: float = DEFAULT_BATCH_S
+
+    def __post_init__(self) -> None:
+        """Reject values that would make the service hang or spin.
+
+        Raises:
+            ValueError: If a timeout or back-off is not positive, or a size is negative.
+        """
+        positive = {
+            "connect_timeout_s": self.connect_timeout_s,
+            "first_audio_timeout_s": self.first_audio_timeout_s,
+            "probe_backoff_s": self.probe_backoff_s,
+            "probe_backoff_max_s": self.probe_backoff_max_s,
+            "max_socket_age_s": self.max_socket_age_s,
+        }
+        for name, value in positive.items():
+            if value <= 0:
+                raise ValueError(f"GradiumStreamingTTSService.Tuning: {name} must be > 0")
+        if self.max_chunk_chars < 1 or self.audio_batch_s < 0:
+            raise ValueError(
+                "GradiumStreamingTTSService.Tuning: max_chunk_chars must be >= 1 and "
+                "audio_batch_s >= 0"
+            )
+
+
 @dataclass
 class _QuietFlushFrame(ControlFrame):
     """Internal: the LLM went quiet mid-answer; speak what is already here."""
 
-    req_id: str = ""
+    context_id: str = ""
 
 
 def _given(value: Any) -> Any:
@@ -111,6 +157,7 @@ class GradiumStreamingTTSService(WebsocketTTSService):
     """
 
     Settings = GradiumStreamingTTSSettings
+    Tuning = GradiumStreamingTTSTuning
     _settings: Settings
 
     def __init__(
@@ -123,18 +170,10 @@ class GradiumStreamingTTSService(WebsocketTTSService):
         chunking: ChunkMode | str = ChunkMode.PHRASE,
         first_chunk_words: int = 2,
         ramp_chunk_words: Sequence[int] = (4, 8),
-        max_chunk_chars: int = 80,
-        flush_after_first_chunk: bool = True,
         quiet_flush_s: float = 0.6,
         standby_sockets: int = 2,
-        max_socket_age_s: float = 240.0,
-        connect_timeout_s: float = 10.0,
-        stop_frame_timeout_s: float = 3.0,
-        first_audio_timeout_s: float = 10.0,
-        probe_backoff_s: float = 0.5,
-        probe_backoff_max_s: float = 5.0,
-        audio_batch_s: float = 0.4,
         strip_markdown: bool = True,
+        tuning: Tuning | None = None,
         **kwargs,
     ):
         """Create the service.
@@ -150,30 +189,18 @@ class GradiumStreamingTTSService(WebsocketTTSService):
             first_chunk_words: Complete words that make the first phrase go out.
             ramp_chunk_words: In ``"phrase"`` chunking, the phrases after the first also go
                 out at these many words, in turn, so Gradium has the next words before the
-                first phrase's audio ends; ``()`` waits for punctuation or ``max_chunk_chars``.
-            max_chunk_chars: Longest phrase sent in one message.
-            flush_after_first_chunk: Send one ``<flush>`` after the first phrase, so Gradium
-                does not hold its last words back while the LLM produces the next ones.
+                first phrase's audio ends; ``()`` waits for punctuation or the longest message.
             quiet_flush_s: When the LLM is quiet this long mid-answer (a tool call, a slow
                 model), send the complete words held and a ``<flush>``.
             standby_sockets: Sockets kept open in advance for the answer after a barge-in;
                 0 turns standby off.
-            max_socket_age_s: A socket this old takes no new request (Gradium ends sessions
-                at 300 s).
-            connect_timeout_s: Limit on one WebSocket handshake.
-            stop_frame_timeout_s: Pipecat's audio-context idle timeout; the service keeps an
-                answer's context open past it while Gradium still owes the answer audio.
-            first_audio_timeout_s: Longest wait for audio Gradium owes (a cold start, a stall
-                after the answer ended); past it the answer ends with one error.
-            probe_backoff_s: First wait before probing an unreachable Gradium again.
-            probe_backoff_max_s: Longest wait between probes (doubling from the first).
-            audio_batch_s: While Gradium is more than 0.5 s ahead of playback, its 80 ms
-                chunks are merged into frames of up to this long (every frame costs the
-                pipeline the same CPU, so this halves the CPU per audio second under load);
-                0 pushes each chunk as it arrives.
             strip_markdown: Run Pipecat's ``strip_markdown`` transform first, so markers and
                 link URLs are not read aloud (the context keeps the LLM's text either way).
-            **kwargs: Passed to Pipecat's ``WebsocketTTSService``.
+            tuning: Limits most bots never change (timeouts, back-offs, message size, audio
+                batching); see :class:`GradiumStreamingTTSTuning`.
+            **kwargs: Passed to Pipecat's ``WebsocketTTSService`` (e.g. ``stop_frame_timeout_s``,
+                Pipecat's audio-context idle timeout; the service keeps an answer's context
+                open past it while Gradium still owes the answer audio).
 
         Raises:
             ValueError: If no API key is given or set, the URL is not ``ws://``/``wss://``, or
@@ -191,8 +218,9 @@ class GradiumStreamingTTSService(WebsocketTTSService):
                 f"GradiumStreamingTTSService url must start with wss:// (or ws:// for a local "
                 f"emulator), got {mask_secrets(url, url)!r}; Gradium's is {DEFAULT_URL}"
             )
-        if first_audio_timeout_s <= 0 or probe_backoff_s <= 0 or probe_backoff_max_s <= 0:
-            raise ValueError("first_audio_timeout_s and the probe back-offs must be > 0")
+        if standby_sockets < 0:
+            raise ValueError("GradiumStreamingTTSService standby_sockets must be >= 0")
+        tuning = tuning or GradiumStreamingTTSTuning()
         default_settings = self.Settings(
             model="default",
             voice=DEFAULT_VOICE,
@@ -206,6 +234,7 @@ class GradiumStreamingTTSService(WebsocketTTSService):
         if settings is not None:
             default_settings.apply_update(settings)
         kwargs.setdefault("reconnect_on_error", False)
+        kwargs.setdefault("stop_frame_timeout_s", 3.0)
         self._warned_languages: set[str] = set()  # the base's __init__ may already warn
         if strip_markdown:
             transforms = list(kwargs.get("text_transforms") or [])
@@ -218,46 +247,42 @@ class GradiumStreamingTTSService(WebsocketTTSService):
             push_stop_frames=True,
             push_start_frame=True,
             pause_frame_processing=False,
-            stop_frame_timeout_s=stop_frame_timeout_s,
             sample_rate=sample_rate,
             settings=default_settings,
             **kwargs,
         )
+        missing = missing_members(self)
+        if missing:
+            logger.warning(
+                f"{self}: this Pipecat lacks {', '.join(missing)}, which pipecat-gradium relies "
+                "on (tested with Pipecat 1.14): install a Pipecat version it supports"
+            )
         self._json_config()  # fail fast on out-of-range values
         self._api_key = key
         self._url = url
-        self._flush_after_first_chunk = flush_after_first_chunk
+        self._tuning = tuning
         self._quiet_flush_s = quiet_flush_s
         self._standby_sockets = standby_sockets
-        self._max_socket_age_s = max_socket_age_s
-        self._connect_timeout_s = connect_timeout_s
-        self._batcher = AudioBatcher(
-            self._push_frame,
-            lambda coro: self.create_task(coro, name="gradium-audio-batch"),
-            max_s=audio_batch_s,
-        )
-        self._max_chunk_chars = max_chunk_chars
         self._phrases = PhraseAggregator(
             chunking=chunking,
             first_chunk_words=first_chunk_words,
             ramp_chunk_words=ramp_chunk_words,
-            max_chars=max_chunk_chars,
+            max_chars=tuning.max_chunk_chars,
             language=self._text_aggregator.language,
         )
         # Installed in Pipecat's sentence mode: the base feeds it tokens and speaks its chunks.
         self._text_aggregator = self._phrases
-        self._requests: dict[str, GradiumRequest] = {}
-        self._pool: ConnectionPool | None = None
+        self._answers: dict[str, Answer] = {}
+        self._sockets: ServiceSockets | None = None
+        self._answer_config: AnswerConfig | None = None
         self._output_format = "pcm_48000"
-        self._gradium_rate = 48000
-        self._recovery = Recovery(
-            self,
-            url=url,
-            first_audio_timeout_s=first_audio_timeout_s,
-            keepalive_s=max(stop_frame_timeout_s / 2, 0.01),
-            backoff=Backoff(initial_s=probe_backoff_s, max_s=probe_backoff_max_s),
+        self._reachability = Reachability(
+            owner=self,
+            probe=self._probe,
+            on_recovered=self._on_recovered,
+            backoff_s=tuning.probe_backoff_s,
+            backoff_max_s=tuning.probe_backoff_max_s,
         )
-        self._watchdog: asyncio.Task | None = None
         #: The latest answer's time from its first LLM token to its first audio, in seconds.
         self.last_time_to_first_audio_s: float | None = None
 
@@ -272,22 +297,19 @@ class GradiumStreamingTTSService(WebsocketTTSService):
             language: The language.
 
         Returns:
-            The two-letter code, or ``None`` (with a warning) when Gradium lacks it.
+            The two-letter code, or ``None`` (with a warning, once) when Gradium lacks it.
         """
         code = str(language.value if isinstance(language, Language) else language)
         base = code.split("-")[0].lower()
         if base in GRADIUM_LANGUAGES:
             return base
-        self._warn_language(code)
-        return None
-
-    def _warn_language(self, code: str) -> None:
         if code not in self._warned_languages:
             self._warned_languages.add(code)
             logger.warning(
                 f"{self}: Gradium has no {code!r} language rules, so none are sent; "
                 f"supported: {', '.join(GRADIUM_LANGUAGES)}"
             )
+        return None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -298,19 +320,30 @@ class GradiumStreamingTTSService(WebsocketTTSService):
             frame: The start frame.
         """
         await super().start(frame)
-        self._output_format, self._gradium_rate = output_format_for_rate(self.sample_rate)
-        if self._gradium_rate != self.sample_rate:
+        self._output_format, gradium_rate = output_format_for_rate(self.sample_rate)
+        if gradium_rate != self.sample_rate:
             logger.info(
                 f"{self}: Gradium has no {self.sample_rate} Hz output; asking for "
                 f"{self._output_format} and resampling"
             )
-        self._pool = ConnectionPool(
+        tuning = self._tuning
+        self._answer_config = AnswerConfig(
+            gradium_rate=gradium_rate,
+            output_rate=self.sample_rate,
+            flush_after_first_chunk=tuning.flush_after_first_chunk,
+            max_chunk_chars=tuning.max_chunk_chars,
+            quiet_flush_s=self._quiet_flush_s,
+            first_audio_timeout_s=tuning.first_audio_timeout_s,
+            keepalive_s=max(self._stop_frame_timeout_s / 2, 0.01),
+            audio_batch_s=tuning.audio_batch_s,
+        )
+        self._sockets = ServiceSockets(
             owner=self,
             connect=self._open_socket,
             on_message=self._on_message,
             on_lost=self._on_socket_lost,
             standby=self._standby_sockets,
-            max_age_s=self._max_socket_age_s,
+            max_age_s=tuning.max_socket_age_s,
             # Every service of the process with this URL and key shares the standby sockets.
             share_key=StandbyPool.sharing_key(self._url, self._api_key),
         )
@@ -325,33 +358,34 @@ class GradiumStreamingTTSService(WebsocketTTSService):
         Args:
             frame: The end frame.
         """
-        if self._turn_context_id and self._turn_context_id in self._requests:
+        turn = self._answers.get(self._turn_context_id or "")
+        if turn is not None and turn.attempt is not None:
             remaining = await self._text_aggregator.flush()
             if remaining and remaining.text.strip():
                 await self._handle_aggregated_text(self._aggregated_text_frame(remaining))
-        for req in list(self._requests.values()):
-            await self._end_request(req)
+        for answer in list(self._answers.values()):
+            await answer.end()
         await super().stop(frame)
 
     async def _connect_websocket(self):
-        """Open the pool's sockets; a failure is reported once and probed in the background."""
-        if self._pool is None or self._recovery.auth_failed:
+        """Open the sockets; a failure is reported once and probed in the background."""
+        if self._sockets is None or self._reachability.key_rejected:
             return
         try:
-            await self._pool.start()
+            await self._sockets.start()
             await self._call_event_handler("on_connected")
         except Exception as e:
-            await self._recovery.connect_failed(e, context_id=None)
+            await self._connect_failed(e, None)
 
     async def _disconnect_websocket(self):
         """Close every socket (used at stop and cancel)."""
-        await self._stop_watchdog()
-        self._batcher.clear()
-        await self._recovery.stop()
-        if self._pool and not self._pool.stopped:
-            await self._pool.stop()
+        for answer in list(self._answers.values()):
+            await answer.drop()
+        await self._reachability.stop()
+        if self._sockets and not self._sockets.stopped:
+            await self._sockets.stop()
             await self._call_event_handler("on_disconnected")
-        self._requests.clear()
+        self._answers.clear()
 
     async def _disconnect(self):
         """Close the sockets on stop, cancel and cleanup (the base only sets a flag)."""
@@ -359,15 +393,15 @@ class GradiumStreamingTTSService(WebsocketTTSService):
         await self._disconnect_websocket()
 
     async def _receive_messages(self):
-        """Unused: each socket has its own receive task in the pool."""
+        """Unused: each socket has its own receive task in :mod:`pipecat_gradium.sockets`."""
 
     async def _open_socket(self) -> ClientConnection:
         # No permessage-deflate: base64 PCM shrinks by about 40%, but inflating every audio
-        # frame costs CPU on the hot path (about the margin between us and the built-in).
+        # frame costs CPU on the hot path.
         return await self._websocket_connect(
             self._url,
             additional_headers={"x-api-key": self._api_key, "x-api-source": "pipecat-gradium"},
-            open_timeout=self._connect_timeout_s,
+            open_timeout=self._tuning.connect_timeout_s,
             compression=None,
         )
 
@@ -381,12 +415,12 @@ class GradiumStreamingTTSService(WebsocketTTSService):
             direction: Its direction.
         """
         if isinstance(frame, _QuietFlushFrame):
-            await self._quiet_flush(frame.req_id)
+            await self._quiet_flush(frame.context_id)
             return
         if isinstance(frame, LLMTextFrame) and not frame.skip_tts and self._turn_context_id:
-            req = self._requests.get(self._turn_context_id)
-            if req:
-                req.note_token()
+            answer = self._answers.get(self._turn_context_id)
+            if answer is not None and answer.attempt is not None:
+                answer.note_token()
         await super().process_frame(frame, direction)
 
     async def on_turn_context_created(self, context_id: str):
@@ -395,11 +429,10 @@ class GradiumStreamingTTSService(WebsocketTTSService):
         Args:
             context_id: The new turn's context id (used as ``client_req_id``).
         """
-        req = await self._open_request(context_id)
-        # Only LLM answers get the quiet-flush watchdog: a TTSSpeakFrame (which registers its
-        # context first) is all text at once and must not replace the answer's watchdog.
-        if req and context_id not in self._tts_contexts:
-            await self._start_watchdog(req)
+        # A TTSSpeakFrame registers its context before its turn starts; an LLM answer's is
+        # registered with its first phrase.
+        kind = AnswerKind.SPEAK if context_id in self._tts_contexts else AnswerKind.LLM
+        await self._open(context_id, kind=kind)
 
     @traced_tts
     async def run_tts(self, text: str, context_id: str) -> AsyncGenerator[Frame | None, None]:
@@ -412,14 +445,14 @@ class GradiumStreamingTTSService(WebsocketTTSService):
         Yields:
             ``None``: audio is delivered through the audio context.
         """
-        req = self._requests.get(context_id)
-        if req is None or req.ended:
-            req = await self._open_request(context_id)
-        if req is not None:
-            await self._send_text(req, text)
+        answer = self._answers.get(context_id)
+        if answer is None or not answer.open_for_text:
+            answer = await self._open(context_id, kind=AnswerKind.SPEAK)
+        if answer is not None:
+            await answer.send_text(text)
             if context_id != self._turn_context_id:
                 # Text outside any turn: a request of its own, ended at once.
-                await self._end_request(req)
+                await answer.end()
         yield None
 
     async def flush_audio(self, context_id: str | None = None):
@@ -428,38 +461,93 @@ class GradiumStreamingTTSService(WebsocketTTSService):
         Args:
             context_id: The answer's context id.
         """
-        req = self._requests.get(context_id or "")
-        if req:
-            await self._end_request(req)
+        answer = self._answers.get(context_id or "")
+        if answer is not None:
+            await answer.end()
 
     async def on_turn_context_completed(self):
         """End the turn's request even when it never got text, so nothing stays open."""
         context_id = self._turn_context_id
         await super().on_turn_context_completed()
-        req = self._requests.get(context_id) if context_id else None
-        if req:
-            await self._end_request(req)  # a no-op when flush_audio already ended it
+        answer = self._answers.get(context_id) if context_id else None
+        if answer is not None:
+            await answer.end()  # a no-op when flush_audio already ended it
         if context_id and not self.audio_context_available(context_id):
-            await self._recovery.forget(context_id)
+            await self._forget(context_id)
+
+    async def _open(self, context_id: str, *, kind: AnswerKind) -> Answer | None:
+        """The answer of ``context_id`` with an attempt open for its text, or None.
+
+        Args:
+            context_id: The Pipecat context the answer speaks for.
+            kind: What it speaks, when it is new.
+
+        Returns:
+            The answer, or None when no request can be opened (the reason is reported).
+        """
+        if self._sockets is None or self._sockets.stopped or not self.is_usable:
+            return None
+        if self._reachability.key_rejected:
+            return None
+        answer = self._answers.get(context_id)
+        if answer is not None and answer.cut:
+            return None  # cut or unreachable: one error per answer, never a second request
+        if answer is not None and answer.attempt is not None:
+            if answer.open_for_text:
+                return answer  # a new response start inside an open turn continues it
+            # Ended but still playing: its audio keeps routing until end_of_stream.
+            logger.debug(f"{self}: context {context_id} reopened after it ended")
+            return None
+        if answer is None:
+            answer = self._new_answer(context_id, kind)
+        return answer if await answer.start() else None
+
+    def _new_answer(self, context_id: str, kind: AnswerKind) -> Answer:
+        assert self._sockets is not None and self._answer_config is not None
+        context = self._tts_contexts.get(context_id)
+        answer = Answer(
+            context_id,
+            kind=kind,
+            interruptible=context.interruptible if context else True,
+            host=self,
+            sockets=self._sockets,
+            config=self._answer_config,
+        )
+        self._answers[context_id] = answer
+        return answer
+
+    async def _quiet_flush(self, context_id: str) -> None:
+        answer = self._answers.get(context_id)
+        if answer is None or not answer.open_for_text or context_id != self._turn_context_id:
+            return
+        ready = self._phrases.take_ready_text()
+        if ready:
+            await self._handle_aggregated_text(
+                self._aggregated_text_frame(Aggregation(ready, TextType.SENTENCE))
+            )
+        if answer.unflushed:
+            logger.debug(f"{self}: LLM quiet for {self._quiet_flush_s}s, flushing {context_id}")
+            await answer.flush()
 
     async def _handle_interruption(self, frame: InterruptionFrame, direction: FrameDirection):
         """Drop the interrupted answers and close the sockets still generating them."""
-        doomed = [r for r in self._requests.values() if r.interruptible]
+        doomed = [a for a in self._answers.values() if a.attempt is not None and a.interruptible]
         await super()._handle_interruption(frame, direction)
-        await self._stop_watchdog()
-        generating = {r.socket for r in doomed if r.generating}
-        for req in doomed:
-            self._requests.pop(req.context_id, None)
-            self._batcher.drop(req)
-            await self._recovery.forget(req.context_id)
-            if req.socket in generating:
+        generating = {a.attempt.socket for a in doomed if a.attempt and a.attempt.generating}
+        for answer in doomed:
+            self._answers.pop(answer.context_id, None)
+            attempt = answer.attempt
+            await answer.drop()
+            if attempt is None or attempt.socket in generating:
                 continue
             # Nothing is being generated for it: end it politely; the socket stays.
-            await self._end_request(req, forget=True)
+            await attempt.end()
+            if self._sockets:
+                self._sockets.release(attempt.socket, attempt.req_id)
         for sock in generating:
             logger.debug(f"{self}: barge-in, closing {sock} to stop Gradium generating")
-            assert self._pool is not None
-            self._pool.close_soon(sock)
+            if self._sockets:
+                self._sockets.close_soon(sock)
 
     async def _update_settings(self, delta: TTSSettings) -> dict[str, Any]:
         """Apply a settings delta; the next request's setup carries it, on the same socket.
@@ -484,241 +572,296 @@ class GradiumStreamingTTSService(WebsocketTTSService):
             return {}
         return changed
 
-    # ------------------------------------------------------------------ requests
-
     def _json_config(self) -> dict[str, Any]:
         s = self._settings
+        language = _given(s.language)
         return build_json_config(
             temp=_given(s.temp),
             cfg_coef=_given(s.cfg_coef),
             padding_bonus=_given(s.padding_bonus),
-            rewrite_rules=_given(s.rewrite_rules) or self._rewrite_language(),
+            rewrite_rules=_given(s.rewrite_rules)
+            or (self.language_to_service_language(language) if language else None),
         )
 
-    def _rewrite_language(self) -> str | None:
-        language = _given(self._settings.language)
-        if language is None:
-            return None
-        code = str(language.value if isinstance(language, Language) else language)
-        if code in GRADIUM_LANGUAGES:
-            return code
-        self._warn_language(code)
-        return None
+    # ------------------------------------------------------------------ what answers need
 
-    async def _open_request(
-        self, context_id: str, *, resume: GradiumRequest | None = None
-    ) -> GradiumRequest | None:
-        """Send a request's setup on the socket its kind goes on.
+    async def socket_for(self, answer: Answer, *, continuation: bool) -> GradiumSocket | None:
+        """A socket for an answer's next attempt; None when none can be had (reported).
+
+        One attempt per answer, shared with a probe in flight during an outage.
 
         Args:
-            context_id: The Pipecat context the request speaks for.
-            resume: A request of this context cut by a fault: the new one continues it.
+            answer: The answer.
+            continuation: Whether the attempt continues a cut one (its fault is reported).
 
         Returns:
-            The open request, or None when none can be opened (the reason is reported).
+            The socket, or None.
         """
-        if self._pool is None or self._pool.stopped or not self.is_usable:
+        sockets = self._sockets
+        if sockets is None or sockets.stopped or not self.is_usable:
             return None
-        if not self._recovery.may_open(context_id):
-            return None  # cut or unreachable: one error per answer, never a second request
-        current = self._requests.get(context_id)
-        if current and not resume and not current.ended:
-            # A new response start inside an open turn continues the same answer.
-            return current
-        if current and not resume:
-            # Ended but still playing: its audio keeps routing until end_of_stream.
-            logger.debug(f"{self}: context {context_id} reopened after it ended")
+        if self._reachability.key_rejected:
             return None
-        if resume:
-            interruptible = resume.interruptible
-        else:
-            context = self._tts_contexts.get(context_id)
-            interruptible = context.interruptible if context else True
-        sock = await self._recovery.get_socket(
-            context_id, interruptible=interruptible, resume=resume is not None
-        )
-        if sock is None:
+        try:
+            await self._reachability.before_connect()
+            sock = await sockets.acquire(interruptible=answer.interruptible)
+        except Exception as e:
+            # No socket: the answer ends now, with one error, and Gradium is probed.
+            answer.mark_cut()
+            if self.audio_context_available(answer.context_id):
+                await self.remove_audio_context(answer.context_id)
+            if continuation:
+                self._reachability.continuation_failed(answer.context_id)
+            else:
+                await self._connect_failed(e, answer)
             return None
-        attempt = resume.attempt + 1 if resume else 1
-        req = GradiumRequest(
-            req_id=continuation_id(context_id, attempt),
-            context_id=context_id,
-            socket=sock,
-            interruptible=interruptible,
-            gradium_rate=self._gradium_rate,
-            output_rate=self.sample_rate,
-            attempt=attempt,
-        )
-        if resume:
-            req.aligner.already_shown = resume.shown_not_heard()
-            req.time_offset_s = resume.time_offset_s + resume.audio_s
-            req.first_token_at = resume.first_token_at
-            req.last_token_at = resume.last_token_at
-            req.first_audio_at = resume.first_audio_at
+        self._reachability.connected()
+        return sock
+
+    def setup_message(self, req_id: str) -> str:
+        """The setup of a new request under the current settings.
+
+        Args:
+            req_id: Its ``client_req_id``.
+
+        Returns:
+            The JSON frame.
+        """
         s = self._settings
-        msg = setup_message(
-            client_req_id=req.req_id,
+        return setup_message(
+            client_req_id=req_id,
             voice_id=str(s.voice),
             output_format=self._output_format,
             model_name=_given(s.model) or "default",
             json_config=self._json_config(),
             pronunciation_id=_given(s.pronunciation_id),
         )
-        if not await req.send(msg):
-            return None
-        sock.requests.add(req.req_id)
-        self._requests[context_id] = req
-        self._recovery.watch(context_id)
-        return req
 
-    async def _send_text(self, req: GradiumRequest, text: str) -> None:
-        # What goes on the wire: no control characters, no '<' that could open a tag Gradium
-        # does not know, no message longer than max_chunk_chars (cut between words).
-        for piece in split_message(wire_text(text), self._max_chunk_chars):
-            await self._send_message(req, piece)
+    def may_continue(self, answer: Answer) -> bool:
+        """Whether a cut attempt may go on: the key holds and the audio context is open.
 
-    async def _send_message(self, req: GradiumRequest, text: str) -> None:
-        sent = await req.send_text(text, flush_first=self._flush_after_first_chunk)
-        if sent is not None:
-            await self.start_tts_usage_metrics(sent)
-            return
-        newer = self._requests.get(req.context_id)
-        if newer is not None and newer is not req and req.texts:
-            # The continuation was opened while this send failed: the text goes there.
-            req.texts.pop()
-            await self._send_message(newer, text)
+        Args:
+            answer: The answer.
 
-    async def _end_request(self, req: GradiumRequest, *, forget: bool = False) -> None:
-        await req.end()
-        if forget and self._pool:
-            self._pool.release(req.socket, req.req_id)
-
-    async def _finish_request(self, req: GradiumRequest) -> None:
-        await self._batcher.flush(req)  # audio received before the end (or a cut) was heard
-        self._batcher.drop(req)
-        if self._requests.get(req.context_id) is req:
-            del self._requests[req.context_id]
-            await self._recovery.unwatch(req.context_id)
-        if self._pool:
-            self._pool.release(req.socket, req.req_id)
-        if self.audio_context_available(req.context_id):
-            await self.remove_audio_context(req.context_id)
-
-    # ------------------------------------------------------------------ quiet LLM
-
-    async def _start_watchdog(self, req: GradiumRequest) -> None:
-        await self._stop_watchdog()
-        self._watchdog = self.create_task(self._watch_turn(req), name="gradium-quiet-watchdog")
-
-    async def _stop_watchdog(self) -> None:
-        if self._watchdog:
-            await self.cancel_task(self._watchdog)
-            self._watchdog = None
-
-    async def _watch_turn(self, req: GradiumRequest) -> None:
-        """While the answer is open: flush when the LLM goes quiet.
-
-        A timer, not an event per token: it wakes at the next deadline only, so a fast token
-        stream costs nothing here. (The answer's audio context is kept open by its
-        :class:`~pipecat_gradium.recovery.AnswerWatch`.)
+        Returns:
+            Whether a continuation may be opened.
         """
-        flushed_for: float | None = None  # the last_token_at a quiet flush was sent for
-        while not req.ended and self._requests.get(req.context_id) is req:
-            wake = time.monotonic() + self._quiet_flush_s
-            last = req.last_token_at
-            if last is not None and flushed_for != last:
-                due = last + self._quiet_flush_s
-                if time.monotonic() >= due:
-                    await self.queue_frame(_QuietFlushFrame(req_id=req.req_id))
-                    flushed_for = last
-                else:
-                    wake = due
-            await asyncio.sleep(max(wake - time.monotonic(), 0.001))
+        return not self._reachability.key_rejected and self.audio_context_available(
+            answer.context_id
+        )
 
-    async def _quiet_flush(self, req_id: str) -> None:
-        req = self._requests.get(context_of(req_id))
-        if req is None or req.ended or req.context_id != self._turn_context_id:
+    async def report(
+        self,
+        answer: Answer | None,
+        message: str,
+        category: ErrorCategory,
+        *,
+        exception: Exception | None = None,
+        permanent: bool = False,
+    ) -> None:
+        """Push one error, with any key in the URL masked; the answer counts as told.
+
+        Args:
+            answer: The answer it concerns, or None.
+            message: What happened and what follows, without the service's name.
+            category: Pipecat's error category.
+            exception: What was raised, if anything.
+            permanent: The service now reports itself unusable.
+        """
+        if answer is not None:
+            answer.reported = True
+        await self.push_error(
+            error_msg=mask_secrets(f"{self}: {message}", self._url),
+            exception=exception,
+            category=category,
+            force_treat_as_permanent=permanent,
+        )
+
+    async def play(self, answer: Answer, pcm: bytes) -> None:
+        """Queue an answer's audio in its audio context.
+
+        Args:
+            answer: The answer.
+            pcm: 16-bit mono PCM at the pipeline's rate.
+        """
+        frame = TTSAudioRawFrame(pcm, self.sample_rate, 1, context_id=answer.context_id)
+        await self.append_to_audio_context(answer.context_id, frame)
+
+    async def show_words(self, answer: Answer, words: list[tuple[str, float]]) -> None:
+        """Pass an answer's heard words to Pipecat's word timestamps.
+
+        Args:
+            answer: The answer.
+            words: ``(word, start_s)`` in the answer's audio time.
+        """
+        await self.add_word_timestamps(words, answer.context_id)
+
+    async def text_sent(self, text: str) -> None:
+        """Count text sent to Gradium in the usage metrics.
+
+        Args:
+            text: The text.
+        """
+        await self.start_tts_usage_metrics(text)
+
+    def first_audio(self, answer: Answer, ttfa_s: float | None) -> None:
+        """Record an answer's time to first audio.
+
+        Args:
+            answer: The answer.
+            ttfa_s: Seconds from its first LLM token, or None when it had no token.
+        """
+        if ttfa_s is None:
             return
-        ready = self._phrases.take_ready_text()
-        if ready:
-            await self._handle_aggregated_text(
-                self._aggregated_text_frame(Aggregation(ready, TextType.SENTENCE))
-            )
-        if req.unflushed:
-            logger.debug(f"{self}: LLM quiet for {self._quiet_flush_s}s, flushing {req.req_id}")
-            await req.flush()
+        self.last_time_to_first_audio_s = ttfa_s
+        note_first_audio(self, answer.context_id, ttfa_s)
+        logger.debug(f"{self}: time to first audio from first token {ttfa_s * 1000:.0f} ms")
 
-    # ------------------------------------------------------------------ frames out
+    def keep_alive(self, answer: Answer) -> None:
+        """Keep the answer's audio context open while Gradium owes it audio.
+
+        Args:
+            answer: The answer.
+        """
+        self._refresh_audio_context(answer.context_id)
+
+    async def went_quiet(self, answer: Answer) -> None:
+        """The LLM went quiet: the flush goes through the frame queue, in order with tokens.
+
+        Args:
+            answer: The answer.
+        """
+        await self.queue_frame(_QuietFlushFrame(context_id=answer.context_id))
+
+    async def finished(self, answer: Answer) -> None:
+        """An answer has no live attempt any more: its audio context ends once played.
+
+        Args:
+            answer: The answer.
+        """
+        if self.audio_context_available(answer.context_id):
+            await self.remove_audio_context(answer.context_id)
+
+    # ------------------------------------------------------------------ sockets and faults
 
     async def _on_message(self, sock: GradiumSocket, msg: ServerMessage) -> None:
         if isinstance(msg, ServerError) and msg.client_req_id is None:
-            await self._recovery.on_socket_error(sock, msg)
+            await self._on_socket_error(sock, msg)
             return
-        wire_id = msg.client_req_id or ""
-        req = self._requests.get(context_of(wire_id))
-        if req is None or req.req_id != wire_id or req.socket is not sock or req.failed:
-            return  # an interrupted, replaced or unknown request: drop
-        if isinstance(msg, Audio):
-            await self._on_audio(req, msg)
-        elif isinstance(msg, Word):
-            req.add_word(msg.text, msg.start_s, msg.stop_s)
-            await self._release_heard_words(req)
-        elif isinstance(msg, EndOfStream):
-            req.done = True
-            tail = req.convert(b"", last=True)
-            if tail:
-                await self._push_audio(req, tail)
-            await self._release_heard_words(req)
-            await self._finish_request(req)
-        elif isinstance(msg, ServerError):
-            await self._recovery.on_request_error(req, msg)
-        elif isinstance(msg, Ready):
-            logger.trace(f"{self}: request {req.req_id} ready ({msg.request_id})")
+        answer = sock.requests.get(msg.client_req_id or "")
+        if answer is not None:
+            await answer.on_message(sock, msg)
 
-    async def _on_audio(self, req: GradiumRequest, msg: Audio) -> None:
-        if req.first_audio_at is None:
-            req.first_audio_at = time.monotonic()
-            if req.first_token_at is not None:
-                ttfa = req.first_audio_at - req.first_token_at
-                self.last_time_to_first_audio_s = ttfa
-                note_first_audio(self, req.context_id, ttfa)
-                logger.debug(f"{self}: time to first audio from first token {ttfa * 1000:.0f} ms")
-        pcm = req.convert(msg.pcm)
-        if pcm:
-            await self._push_audio(req, pcm)
-        if req.released < len(req.words):
-            await self._release_heard_words(req)
+    async def _on_socket_error(self, sock: GradiumSocket, msg: ServerError) -> None:
+        """An error Gradium sent for a whole socket (no ``client_req_id``)."""
+        if msg.is_auth:
+            await self._reject_key(msg.message)
+            return
+        sock.error_reported = True
+        await self.report(
+            None, f"Gradium error on {sock}: {msg.message} (code {msg.code})", ErrorCategory.SERVER
+        )
 
-    async def _push_audio(self, req: GradiumRequest, pcm: bytes) -> None:
-        await self._batcher.add(req, pcm, bytes_per_s=self.sample_rate * 2)
+    async def _on_socket_lost(self, sock: GradiumSocket, reason: str) -> None:
+        """A socket died under its requests: each answer still playing goes on on a new one.
 
-    async def _push_frame(self, req: GradiumRequest, pcm: bytes) -> None:
-        if self._requests.get(req.context_id) is not req:
-            return  # interrupted or replaced while its audio was held
-        frame = TTSAudioRawFrame(pcm, self.sample_rate, 1, context_id=req.context_id)
-        await self.append_to_audio_context(req.context_id, frame)
-
-    async def _release_heard_words(self, req: GradiumRequest) -> None:
-        """Pass on the words whose audio has fully arrived, after that audio.
-
-        A word reported but cut mid-way by a fault never reaches the context; its
-        continuation re-sends it.
+        The continuation re-sends the text whose words were not heard, into the same audio
+        context, so the answer keeps one Started/Stopped pair and loses no words.
         """
-        heard = req.take_heard()
-        if heard:
-            await self._batcher.flush(req)  # the words go after their audio
-            await self.add_word_timestamps(
-                [(word, start + req.time_offset_s) for word, start in heard], req.context_id
+        carried: list[Answer] = [a for a in sock.requests.values() if a.carried_by(sock)]
+        for answer in carried:
+            await answer.flush_audio()  # what arrived was heard: it goes before what follows
+        # An attempt that failed already is being continued or cut by the fault that failed it.
+        lost = [a for a in carried if a.fail() is not None]
+        if not lost:
+            return
+        resumable = [a for a in lost if a.can_continue()]
+        if not sock.error_reported and not self._reachability.key_rejected:
+            action = (
+                f"re-sending what was not heard on a new socket ({len(resumable)} request(s))"
+                if resumable
+                else "those answers are cut short"
             )
+            await self.report(
+                None,
+                f"Gradium socket {reason} during {len(lost)} request(s); {action}",
+                ErrorCategory.CONNECTIVITY,
+            )
+            for answer in lost:
+                answer.reported = True
+        for answer in lost:
+            await answer.continue_or_cut()
+
+    async def _connect_failed(self, e: Exception, answer: Answer | None) -> None:
+        """Report a failed connection once; count it when an answer needed it; probe."""
+        status = rejected_key_status(e)
+        if status is not None:
+            await self._reject_key(f"HTTP {status}")
+            return
+        verdict = self._reachability.connect_failed(
+            answer.context_id if answer else None, usable=self.is_usable
+        )
+        await self.report(
+            answer,
+            f"cannot connect to Gradium at {self._url}: {e}{verdict.tail}",
+            ErrorCategory.CONNECTIVITY,
+            exception=e,
+            # Unusable now, so Pipecat's ServiceSwitcher can fail over; probing goes on.
+            permanent=verdict.permanent,
+        )
+        await self._call_event_handler("on_connection_error", mask_secrets(str(e), self._url))
+
+    async def _reject_key(self, detail: str) -> None:
+        """A rejected key is permanent: stop connecting and say which variable to fix."""
+        if not self._reachability.reject_key():
+            return
+        if self._sockets:
+            # Called from a socket's receive task: stopping the sockets cancels that task, so
+            # it runs as a task of its own.
+            self.create_task(self._sockets.stop(), name="gradium-sockets-stop")
+        await self.report(
+            None,
+            f"Gradium rejected the API key ({detail}). Check GRADIUM_API_KEY (or api_key=); "
+            "the service will not reconnect.",
+            ErrorCategory.AUTHENTICATION,
+            permanent=True,
+        )
+
+    async def _probe(self) -> None:
+        """One connection attempt while Gradium is unreachable (raises on failure)."""
+        assert self._sockets is not None
+        try:
+            await self._sockets.acquire(interruptible=True)
+        except Exception as e:
+            if rejected_key_status(e) is not None:
+                await self._reject_key(f"HTTP {rejected_key_status(e)}")
+            raise
+
+    async def _on_recovered(self) -> None:
+        """Gradium answers again: back in service, the next answer speaks."""
+        logger.info(f"{self}: Gradium is reachable again; the service is back in service")
+        await self.set_usable(True)
+        await self._call_event_handler("on_connected")
 
     # ------------------------------------------------------------------ the context's truth
+
+    async def _forget(self, context_id: str) -> None:
+        """The answer's turn and audio are over: its fault bookkeeping goes."""
+        answer = self._answers.get(context_id)
+        if answer is None:
+            return
+        await answer.forget()
+        if answer.attempt is None:
+            del self._answers[context_id]
 
     async def _start_audio_context(self, context_id: str):
         # An answer that can get no request (unreachable, unusable service) opens no audio
         # context: Pipecat would hold the pipeline stop_frame_timeout_s waiting for audio.
-        if not self.is_usable:
-            self._recovery.dead.add(context_id)
-        if context_id in self._recovery.dead:
+        answer = self._answers.get(context_id)
+        if not self.is_usable and self._sockets is not None and self._answer_config is not None:
+            answer = answer or self._new_answer(context_id, AnswerKind.SPEAK)
+            answer.mark_cut()
+        if answer is not None and answer.cut:
             return
         await super()._start_audio_context(context_id)
 
@@ -731,11 +874,15 @@ class GradiumStreamingTTSService(WebsocketTTSService):
             return await super()._next_audio_context_item(context_id)
         return item
 
+    def _is_cut(self, context_id: str) -> bool:
+        answer = self._answers.get(context_id)
+        return answer is not None and answer.cut
+
     async def _register_spoken_text(
         self, src_frame: AggregatedTextFrame, text: str, context_id: str
     ):
         await super()._register_spoken_text(src_frame, text, context_id)
-        if context_id in self._recovery.dead and not self.audio_context_available(context_id):
+        if self._is_cut(context_id) and not self.audio_context_available(context_id):
             # Never spoken: complete its slot at once, with no words, so nothing waits on it.
             await self._apply_force_complete(context_id)
 
@@ -745,19 +892,13 @@ class GradiumStreamingTTSService(WebsocketTTSService):
         An answer cut by a fault (no continuation possible) keeps only the words heard: its
         slots are completed without the word frames Pipecat builds for the rest.
         """
-        if context_id not in self._recovery.dead:
+        if not self._is_cut(context_id) or not await complete_without_words(self, context_id):
             await super()._apply_force_complete(context_id)
-            return
-        frames = self._aggregated_frame_sequencer.force_complete(
-            context_id, self._word_timestamp_tracker.last_pts
-        )
-        await self._push_word_frames(
-            [f for f in frames if not isinstance(f, (TTSTextFrame, AggregatedTextProgressFrame))]
-        )
 
     async def _record_context_audio_outcome(self, context_id: str, received_audio: bool):
         # An answer already given its error (or cut short) is not reported a second time.
-        if context_id not in self._recovery.reported:
+        answer = self._answers.get(context_id)
+        if answer is None or not answer.reported:
             await super()._record_context_audio_outcome(context_id, received_audio)
 
     async def on_audio_context_completed(self, context_id: str):
@@ -767,33 +908,8 @@ class GradiumStreamingTTSService(WebsocketTTSService):
             context_id: The answer.
         """
         await super().on_audio_context_completed(context_id)
-        # A cut answer whose LLM still streams stays dead until its turn completes, so none of
+        # A cut answer whose LLM still streams stays cut until its turn completes, so none of
         # its later phrases opens a request under a used client_req_id.
-        if context_id not in self._requests and context_id != self._turn_context_id:
-            await self._recovery.forget(context_id)
-
-    # ------------------------------------------------------------------ used by recovery
-
-    async def _on_socket_lost(self, sock: GradiumSocket, reason: str) -> None:
-        # The audio held for the socket's requests was heard: it goes before a continuation's.
-        for req in self._requests_on(sock):
-            await self._batcher.flush(req)
-        await self._recovery.on_socket_lost(sock, reason)
-
-    def _requests_on(self, sock: GradiumSocket) -> list[GradiumRequest]:
-        return [r for r in self._requests.values() if r.socket is sock]
-
-    async def _resend(self, new: GradiumRequest, text: str, *, ended: bool) -> None:
-        """Give a continuation the text its cut request had not spoken, and its end if due."""
-        if text.strip():
-            await self._send_text(new, text)
-        if ended:
-            await self._end_request(new)
-        elif new.context_id == self._turn_context_id and new.context_id not in self._tts_contexts:
-            await self._start_watchdog(new)
-
-    def _run_pool_stop(self) -> None:
-        # Called from a socket's receive task: stopping the pool cancels that task, so it
-        # runs as a task of its own.
-        if self._pool:
-            self.create_task(self._pool.stop(), name="gradium-pool-stop")
+        answer = self._answers.get(context_id)
+        if (answer is None or answer.attempt is None) and context_id != self._turn_context_id:
+            await self._forget(context_id)

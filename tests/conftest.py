@@ -1,5 +1,6 @@
 """Shared fixtures: an emulator on 127.0.0.1 with a fast latency model, and a service factory."""
 
+import dataclasses
 import os
 from collections.abc import AsyncIterator, Callable
 
@@ -19,18 +20,34 @@ async def emu() -> AsyncIterator[GradiumEmulator]:
         yield emulator
 
 
+_TUNING_FIELDS = {f.name for f in dataclasses.fields(GradiumStreamingTTSService.Tuning)}
+
+
+def build_service(emu: GradiumEmulator, **options) -> GradiumStreamingTTSService:
+    """A service pointed at the emulator, with Pipecat's audio-context timeout small.
+
+    Args:
+        emu: The emulator.
+        **options: Constructor options; the fields of ``GradiumStreamingTTSService.Tuning``
+            may be given here too and go into its ``tuning``.
+
+    Returns:
+        The service.
+    """
+    tuning = {k: options.pop(k) for k in list(options) if k in _TUNING_FIELDS}
+    if tuning:
+        options["tuning"] = GradiumStreamingTTSService.Tuning(**tuning)
+    options.setdefault("api_key", "test-key")
+    options.setdefault("url", emu.ws_url)
+    options.setdefault("stop_frame_timeout_s", 1.0)
+    options.setdefault("quiet_flush_s", 0.3)
+    return GradiumStreamingTTSService(**options)
+
+
 @pytest.fixture
 def make_tts(emu: GradiumEmulator) -> Callable[..., GradiumStreamingTTSService]:
     """Build a service pointed at the emulator, with every timeout small."""
-
-    def make(**kwargs) -> GradiumStreamingTTSService:
-        kwargs.setdefault("api_key", "test-key")
-        kwargs.setdefault("url", emu.ws_url)
-        kwargs.setdefault("stop_frame_timeout_s", 1.0)
-        kwargs.setdefault("quiet_flush_s", 0.3)
-        return GradiumStreamingTTSService(**kwargs)
-
-    return make
+    return lambda **options: build_service(emu, **options)
 
 
 def pytest_report_header(config) -> str:

@@ -35,7 +35,7 @@ from pipecat_gradium.emulator import Fault, GradiumEmulator
 from pipecat_gradium.emulator.stats import RequestStats
 from pipecat_gradium.testing import PipelineHarness, answer_requests, heard_once, start_pipeline
 
-from .conftest import FAST
+from .conftest import FAST, build_service
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -60,15 +60,13 @@ def report_figures():
             json.dump(FIGURES, f, indent=2)
 
 
-def service(emu: GradiumEmulator, **kwargs) -> GradiumStreamingTTSService:
-    kwargs.setdefault("api_key", "test-key")
-    kwargs.setdefault("url", emu.ws_url)
-    kwargs.setdefault("stop_frame_timeout_s", 0.3)
-    kwargs.setdefault("quiet_flush_s", 0.3)
-    kwargs.setdefault("first_audio_timeout_s", 3.0)
-    kwargs.setdefault("probe_backoff_s", 0.05)
-    kwargs.setdefault("probe_backoff_max_s", 0.2)
-    return GradiumStreamingTTSService(**kwargs)
+def service(emu: GradiumEmulator, **options) -> GradiumStreamingTTSService:
+    """The service with the fault paths' waits small: timeouts, back-offs, keepalives."""
+    options.setdefault("stop_frame_timeout_s", 0.3)
+    options.setdefault("first_audio_timeout_s", 3.0)
+    options.setdefault("probe_backoff_s", 0.05)
+    options.setdefault("probe_backoff_max_s", 0.2)
+    return build_service(emu, **options)
 
 
 async def run(tts: GradiumStreamingTTSService, *, context: LLMContext | None = None):
@@ -655,11 +653,10 @@ async def test_key_in_the_url_query_is_masked_in_errors_and_logs():
 
 
 def request_with(texts: list[str], words: list[tuple[str, float, float]], audio_s: float):
-    from pipecat_gradium.requests import GradiumRequest
+    from pipecat_gradium.attempt import Attempt
 
-    req = GradiumRequest(
-        req_id="r", context_id="r", socket=None, interruptible=True,  # type: ignore[arg-type]
-        gradium_rate=24000, output_rate=24000,
+    req = Attempt(
+        "r", None, number=1, gradium_rate=24000, output_rate=24000,  # type: ignore[arg-type]
     )  # fmt: skip
     req.texts = list(texts)
     for w in words:

@@ -128,7 +128,11 @@ async def test_the_service_reads_its_audio_contexts_without_a_task_per_item(
     ours, frames = await _tasks_for_one_answer(make_tts(audio_batch_s=0))
     settings = {"api_key": "test-key", "url": emu.ws_url, "quiet_flush_s": 0.3}
     pipecats, same_frames = await _tasks_for_one_answer(
-        _PipecatReads(**settings, audio_batch_s=0, stop_frame_timeout_s=1.0)
+        _PipecatReads(
+            **settings,
+            tuning=GradiumStreamingTTSService.Tuning(audio_batch_s=0),
+            stop_frame_timeout_s=1.0,
+        )
     )
     assert frames == same_frames > 40  # every 80 ms chunk its own frame, in both runs
     # Pipecat's read runs a task for every item (audio frame, word, start/stop frames, end

@@ -5,11 +5,16 @@ import time
 
 from pipecat.frames.frames import InterruptionFrame, TTSStoppedFrame, TTSTextFrame
 
-from pipecat_gradium.connection import StandbyPool
+from pipecat_gradium.sockets import StandbyPool
 from pipecat_gradium.emulator import GradiumEmulator
 from pipecat_gradium.testing import PipelineHarness, start_pipeline
 
 from .conftest import FAST
+
+def shared_standby(emu: GradiumEmulator, key: str = "test-key") -> StandbyPool:
+    """The standby pool the services talking to ``emu`` with ``key`` share."""
+    return StandbyPool.for_key(StandbyPool.sharing_key(emu.ws_url, key))
+
 
 ANSWER = "Sure thing. The forecast for tomorrow is sunny, with a light breeze from the west."
 LONG = (
@@ -50,8 +55,8 @@ async def test_two_services_share_standby_and_a_barge_in_closes_only_its_own_soc
     a = await start_pipeline(a_tts)
     b = await start_pipeline(b_tts)
     try:
-        shared = a_tts._pool.standby  # type: ignore[union-attr]
-        assert shared is not None and shared is b_tts._pool.standby  # type: ignore[union-attr]
+        shared = shared_standby(emu)
+        assert shared.members == 2
         await until(lambda: len(shared.idle) == 2)
         await asyncio.sleep(0.2)  # the passage of time is the scenario: no more sockets open
         # Two active sockets and one shared standby of 2, not 2 x (1 + 2).
@@ -89,15 +94,22 @@ async def test_two_services_share_standby_and_a_barge_in_closes_only_its_own_soc
 
 async def test_different_key_or_url_never_share(emu: GradiumEmulator, make_tts):
     async with GradiumEmulator(api_key="other-key", latency=FAST) as other:
+        short_url = emu.ws_url.replace("/api/speech/tts", "/speech/tts")
         services = [
             make_tts(),
             make_tts(api_key="other-key", url=other.ws_url),
-            make_tts(url=emu.ws_url.replace("/api/speech/tts", "/speech/tts")),
+            make_tts(url=short_url),
         ]
         harnesses = [await start_pipeline(s) for s in services]
         try:
-            pools = [s._pool.standby for s in services]  # type: ignore[union-attr]
+            keys = [
+                StandbyPool.sharing_key(emu.ws_url, "test-key"),
+                StandbyPool.sharing_key(other.ws_url, "other-key"),
+                StandbyPool.sharing_key(short_url, "test-key"),
+            ]
+            pools = [StandbyPool.for_key(k) for k in keys]
             assert len({id(p) for p in pools}) == 3
+            assert all(p.members == 1 for p in pools)
             assert StandbyPool.sharing_key(emu.ws_url, "test-key") != StandbyPool.sharing_key(
                 emu.ws_url, "other-key"
             )
@@ -110,30 +122,12 @@ async def test_different_key_or_url_never_share(emu: GradiumEmulator, make_tts):
         assert other.stats.requests and other.stats.requests[0].finished
 
 
-async def test_invalidate_replaces_the_idle_sockets(emu: GradiumEmulator, make_tts):
-    tts = make_tts()
-    h = await start_pipeline(tts)
-    try:
-        shared = tts._pool.standby  # type: ignore[union-attr]
-        assert shared is not None
-        await until(lambda: len(shared.idle) == 2)
-        old = set(shared.idle)
-        tts._pool.invalidate_standby()  # type: ignore[union-attr]
-        await emu.stats.wait_for(lambda s: len(s.connections) >= 5, timeout=5)
-        await emu.stats.wait_for(
-            lambda s: sum(c.closed_by == "client" for c in s.connections) >= 2, timeout=5
-        )
-        assert not old & set(shared.idle)
-    finally:
-        await h.stop()
-
-
 async def test_nothing_is_left_open_when_the_last_service_stops(emu: GradiumEmulator, make_tts):
     a_tts, b_tts = make_tts(), make_tts()
     a = await start_pipeline(a_tts)
     b = await start_pipeline(b_tts)
-    shared = a_tts._pool.standby  # type: ignore[union-attr]
-    assert shared is not None
+    shared = shared_standby(emu)
+    assert shared.members == 2
     await until(lambda: len(shared.idle) == 2)
     await a.stop()
     # One member left: the standby stays for the other.

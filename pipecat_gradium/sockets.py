@@ -1,4 +1,4 @@
-"""Sockets to Gradium: each service's active sockets, and standby sockets shared by the process.
+"""Sockets to Gradium: one socket, each service's active sockets, and the process's standby sockets.
 
 Pipecat's ``WebsocketService`` assumes one socket and treats any close as a failure. This plugin
 closes a socket on purpose at every barge-in (the only way to stop Gradium generating), so its
@@ -29,11 +29,19 @@ from collections.abc import Awaitable, Callable, Coroutine, Hashable
 from typing import Any, Protocol
 
 from loguru import logger
+from pipecat.utils.network import QuickFailureTracker, exponential_backoff_time
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
 from pipecat_gradium.protocol import ProtocolError, ServerMessage, parse_server_message
+
+#: Wait before retrying a failed standby connection; grows with each idle socket that dies young.
+REFILL_BACKOFF_S = 1.0
+#: An idle socket the server closes younger than this counts as a quick failure.
+HEALTHY_AGE_S = 5.0
+#: Quick failures in a row after which refills pause until a socket serves a request.
+MAX_QUICK_DEATHS = 5
 
 
 class TaskOwner(Protocol):
@@ -51,11 +59,14 @@ class TaskOwner(Protocol):
 class GradiumSocket:
     """One WebSocket to Gradium and the requests it carries.
 
+    ``requests`` is the one record of what a socket carries: the service registers each request
+    with whatever owns it (an answer) and routes the socket's messages and its loss through it.
+
     Attributes:
         id: A number for logs, unique in the process.
         ws: The connection.
         opened_at: ``time.monotonic()`` when the handshake completed.
-        requests: ``client_req_id`` of the requests open on this socket.
+        requests: The requests open on this socket: ``client_req_id`` -> their owner.
         retiring: Takes no new request; closes once ``requests`` is empty.
         closing: Closed on purpose; anything it still receives is dropped.
         error_reported: An error about this socket already reached the app (no second one).
@@ -72,7 +83,7 @@ class GradiumSocket:
         self.id = next(self._ids)
         self.ws = ws
         self.opened_at = time.monotonic()
-        self.requests: set[str] = set()
+        self.requests: dict[str, Any] = {}
         self.retiring = False
         self.closing = False
         self.error_reported = False
@@ -128,31 +139,14 @@ class StandbyPool:
     _registry: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Hashable, StandbyPool]]"
     _registry = weakref.WeakKeyDictionary()
 
-    def __init__(
-        self,
-        key: Hashable,
-        *,
-        refill_backoff_s: float = 1.0,
-        healthy_age_s: float = 5.0,
-        max_quick_deaths: int = 5,
-        rate_window_s: float = 10.0,
-    ):
+    def __init__(self, key: Hashable, *, rate_window_s: float = 10.0):
         """Create an empty pool; members bring its size and their way to connect.
 
         Args:
             key: What services sharing it have in common (URL and a digest of the key).
-            refill_backoff_s: Wait before retrying a failed connection; doubles with every idle
-                socket the server closes young.
-            healthy_age_s: An idle socket closed by the server younger than this counts as a
-                failure, so a server that drops idle sockets at once cannot cause a storm.
-            max_quick_deaths: After this many such closes in a row, refills pause until a socket
-                serves a request (:meth:`note_healthy`).
             rate_window_s: How far back taken sockets count towards the size.
         """
         self.key = key
-        self._refill_backoff_s = refill_backoff_s
-        self._healthy_age_s = healthy_age_s
-        self._max_quick_deaths = max_quick_deaths
         self._rate_window_s = rate_window_s
         self._members: dict[Any, tuple[int, float, Connector]] = {}
         self._idle: list[GradiumSocket] = []
@@ -160,10 +154,11 @@ class StandbyPool:
         self._background: set[asyncio.Task] = set()
         self._takes: collections.deque[float] = collections.deque()
         self._connect_s = 0.1  # running estimate of one handshake
-        self._quick_deaths = 0
+        # An idle socket the server closes young is a quick failure: a server that drops idle
+        # sockets at once must not cause a reconnect storm.
+        self._quick_deaths = QuickFailureTracker(HEALTHY_AGE_S, MAX_QUICK_DEATHS)
         self._refill_task: asyncio.Task | None = None
         self._wake = asyncio.Event()
-        self.opened = 0  # sockets opened over the pool's life (benchmarks, tests)
 
     @classmethod
     def for_key(cls, key: Hashable, **kwargs: Any) -> "StandbyPool":
@@ -302,17 +297,10 @@ class StandbyPool:
         self.wake()
         return True
 
-    def invalidate(self) -> None:
-        """Close every idle socket and open fresh ones (e.g. after the server changed)."""
-        for sock in list(self._idle):
-            self._idle.remove(sock)
-            self._discard(sock)
-        self.wake()
-
     def note_healthy(self) -> None:
         """A socket carried a request to its end: the server keeps sockets; refills resume."""
-        if self._quick_deaths:
-            self._quick_deaths = 0
+        if self._quick_deaths.count:
+            self._quick_deaths.reset()
             self.wake()
 
     def note_idle_death(self, age_s: float) -> None:
@@ -321,7 +309,7 @@ class StandbyPool:
         Args:
             age_s: How long it had lived.
         """
-        self._quick_deaths = self._quick_deaths + 1 if age_s < self._healthy_age_s else 0
+        self._quick_deaths.record(age_s)
         self.wake()
 
     def wake(self) -> None:
@@ -378,14 +366,22 @@ class StandbyPool:
                 if len(self._idle) > self.size:
                     self._discard(self._idle.pop())
                 continue
-            if self._quick_deaths >= self._max_quick_deaths:
+            deaths = self._quick_deaths.count
+            if deaths >= MAX_QUICK_DEATHS:
                 logger.warning(
-                    f"Gradium: the server closed {self._quick_deaths} idle sockets in a row "
+                    f"Gradium: the server closed {deaths} idle sockets in a row "
                     "soon after opening them; standby sockets paused until one serves a request"
                 )
                 return
-            if self._quick_deaths:
-                await asyncio.sleep(self._refill_backoff_s * 2 ** (self._quick_deaths - 1))
+            if deaths:
+                await asyncio.sleep(
+                    exponential_backoff_time(
+                        deaths,
+                        min_wait=REFILL_BACKOFF_S,
+                        max_wait=REFILL_BACKOFF_S * 2 ** (MAX_QUICK_DEATHS - 1),
+                        multiplier=REFILL_BACKOFF_S,
+                    )
+                )
             connect = self._connector()
             if connect is None:
                 return
@@ -398,10 +394,9 @@ class StandbyPool:
                 logger.warning(f"Gradium: standby connection failed ({failures}): {e}")
                 if failures >= 3:
                     return
-                await asyncio.sleep(self._refill_backoff_s * failures)
+                await asyncio.sleep(REFILL_BACKOFF_S * failures)
                 continue
             failures = 0
-            self.opened += 1
             self._connect_s = 0.8 * self._connect_s + 0.2 * (time.monotonic() - began)
             sock = GradiumSocket(ws)
             if not self._members:
@@ -424,7 +419,7 @@ class StandbyPool:
             self.note_idle_death(sock.age)
 
 
-class ConnectionPool:
+class ServiceSockets:
     """One service's sockets: its active ones, their tasks, and its share of the standby.
 
     The pool never reports errors itself: it calls ``on_lost`` when a socket that carried
@@ -441,9 +436,6 @@ class ConnectionPool:
         on_lost: LostHandler,
         standby: int = 2,
         max_age_s: float = 240.0,
-        refill_backoff_s: float = 1.0,
-        healthy_age_s: float = 5.0,
-        max_quick_deaths: int = 5,
         share_key: Hashable | None = None,
     ):
         """Create an empty pool; :meth:`start` opens its first socket.
@@ -457,9 +449,6 @@ class ConnectionPool:
             standby: Standby sockets this service asks the shared standby to keep open; 0 turns
                 standby off (each barge-in then pays a handshake).
             max_age_s: Age after which a socket takes no new request.
-            refill_backoff_s: See :class:`StandbyPool`.
-            healthy_age_s: See :class:`StandbyPool`.
-            max_quick_deaths: See :class:`StandbyPool`.
             share_key: Services with equal keys share standby sockets (see
                 :meth:`StandbyPool.sharing_key`); None gives this pool a standby of its own.
         """
@@ -471,11 +460,6 @@ class ConnectionPool:
         self._on_lost = on_lost
         self._standby_size = standby
         self._max_age_s = max_age_s
-        self._standby_options = {
-            "refill_backoff_s": refill_backoff_s,
-            "healthy_age_s": healthy_age_s,
-            "max_quick_deaths": max_quick_deaths,
-        }
         self._share_key: Hashable = share_key if share_key is not None else object()
         self._shared: StandbyPool | None = None
         self._active: dict[bool, GradiumSocket] = {}
@@ -493,11 +477,6 @@ class ConnectionPool:
         """The standby pool this service draws from (None when standby is off or stopped)."""
         return self._shared
 
-    def sockets(self) -> list[GradiumSocket]:
-        """Every socket the pool can use: its active and draining ones, and the shared standby."""
-        shared = self._shared.idle if self._shared else []
-        return [*self._active.values(), *shared, *self._draining]
-
     def own_sockets(self) -> list[GradiumSocket]:
         """The sockets that belong to this service alone: active and draining."""
         return [*self._active.values(), *self._draining]
@@ -513,7 +492,7 @@ class ConnectionPool:
         """
         self._stopped = False
         if self._standby_size and self._shared is None:
-            self._shared = StandbyPool.for_key(self._share_key, **self._standby_options)
+            self._shared = StandbyPool.for_key(self._share_key)
             self._shared.join(
                 self, size=self._standby_size, max_age_s=self._max_age_s, connect=self._connect
             )
@@ -564,7 +543,7 @@ class ConnectionPool:
             sock: The socket the request was on.
             req_id: The request's ``client_req_id``.
         """
-        sock.requests.discard(req_id)
+        sock.requests.pop(req_id, None)
         # A socket that carried a request to its end is proof the server keeps sockets.
         if self._shared:
             self._shared.note_healthy()
@@ -601,11 +580,6 @@ class ConnectionPool:
         self._forget(sock)
         self._run_background(self._close(sock), f"gradium-close-{sock.id}")
         self._schedule_refill()
-
-    def invalidate_standby(self) -> None:
-        """Replace every shared standby socket (they were opened under old conditions)."""
-        if self._shared:
-            self._shared.invalidate()
 
     async def stop(self) -> None:
         """Close this service's sockets, leave the shared standby, wait for the pool's tasks."""

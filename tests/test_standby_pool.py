@@ -5,11 +5,12 @@ import time
 
 from pipecat.frames.frames import InterruptionFrame, TTSStoppedFrame, TTSTextFrame
 
-from pipecat_gradium.sockets import StandbyPool
 from pipecat_gradium.emulator import GradiumEmulator
+from pipecat_gradium.sockets import StandbyPool
 from pipecat_gradium.testing import PipelineHarness, start_pipeline
 
 from .conftest import FAST
+
 
 def shared_standby(emu: GradiumEmulator, key: str = "test-key") -> StandbyPool:
     """The standby pool the services talking to ``emu`` with ``key`` share."""

@@ -24,7 +24,7 @@ import time  # noqa: E402
 from collections.abc import Awaitable, Callable  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 
-from pipecat.frames.frames import LLMFullResponseEndFrame, TTSStoppedFrame  # noqa: E402
+from pipecat.frames.frames import LLMFullResponseEndFrame  # noqa: E402
 from pipecat.processors.aggregators.llm_context import LLMContext  # noqa: E402
 from pipecat.processors.aggregators.llm_response_universal import (  # noqa: E402
     LLMAssistantAggregator,
@@ -85,10 +85,6 @@ def errors_text(h: PipelineHarness) -> str:
     return ", ".join(f"{n} {k}" for k, n in kinds.items())
 
 
-def stopped(h: PipelineHarness) -> int:
-    return len(h.down.frames(TTSStoppedFrame))
-
-
 def ended(h: PipelineHarness) -> int:
     return len(h.down.frames(LLMFullResponseEndFrame))
 
@@ -136,9 +132,9 @@ def heard_row(row: Row, requests: list[RequestStats], text: str) -> None:
 
 
 async def one_answer(h: PipelineHarness, text: str = ANSWER_FIRST_6) -> None:
-    before = stopped(h)
+    before = h.stopped()
     await h.speak_answer(text, tokens_per_s=TOKENS_PER_S, ttft_s=0.3)
-    await h.down.wait_for(lambda: stopped(h) > before, timeout=60)
+    await h.down.wait_for(lambda: h.stopped() > before, timeout=60)
 
 
 async def baseline(h, emu, tts, row):
@@ -181,13 +177,13 @@ async def request_error_streaming(h, emu, tts, row):
 async def request_error_ended(h, emu, tts, row):
     emu.fault_next_request(Fault.REQUEST_ERROR)
     hold = emu.hold_after_chunks(emu.fault_after_chunks - 1)
-    before = stopped(h)
+    before = h.stopped()
     # A fast LLM: the whole answer is in before the error (the hold only orders the two).
     await h.speak_answer(ANSWER_FIRST_6, tokens_per_s=2000)
     await asyncio.wait_for(hold.reached.wait(), 30)
     await emu.stats.wait_for(lambda s: s.requests[0].eos_at is not None, 30)
     hold.release()
-    await h.down.wait_for(lambda: stopped(h) > before, timeout=60)
+    await h.down.wait_for(lambda: h.stopped() > before, timeout=60)
     heard_row(row, answer_requests(emu.stats), ANSWER_FIRST_6)
 
 

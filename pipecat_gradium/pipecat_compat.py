@@ -10,10 +10,12 @@ and where Pipecat's own behaviour is an acceptable fallback the plugin uses it i
 from typing import Any
 
 from pipecat.frames.frames import AggregatedTextProgressFrame, TTSTextFrame
-from pipecat.services.tts_service import TTSService
-from pipecat.services.websocket_service import WebsocketService
+from pipecat.services.tts_service import TTSService, WebsocketTTSService
 from pipecat.utils.base_object import BaseObject
 from pipecat.utils.context.audio_context_manager import AudioContextManager
+
+# The class the service extends: its members come from TTSService and WebsocketService.
+_Base = WebsocketTTSService
 
 __all__ = [
     "OVERRIDDEN_METHODS",
@@ -25,26 +27,26 @@ __all__ = [
 
 #: Private methods the service overrides: a rename would silently bypass the override.
 OVERRIDDEN_METHODS: tuple[tuple[type, str], ...] = (
-    (TTSService, "_start_audio_context"),  # no audio context for an answer that cannot speak
-    (TTSService, "_next_audio_context_item"),  # read items without a task each (playback.py)
-    (TTSService, "_register_spoken_text"),  # complete a cut answer's slots at once
-    (TTSService, "_apply_force_complete"),  # a cut answer keeps only the words heard
-    (TTSService, "_record_context_audio_outcome"),  # one error per answer, not two
-    (TTSService, "_handle_interruption"),  # close the sockets still generating
-    (TTSService, "_update_settings"),  # reject out-of-range settings, keep the old ones
-    (TTSService, "_disconnect"),  # close the sockets on stop, cancel and cleanup
-    (WebsocketService, "_connect_websocket"),
-    (WebsocketService, "_disconnect_websocket"),
-    (WebsocketService, "_receive_messages"),
+    (_Base, "_start_audio_context"),  # no audio context for an answer that cannot speak
+    (_Base, "_next_audio_context_item"),  # read items without a task each (playback.py)
+    (_Base, "_register_spoken_text"),  # complete a cut answer's slots at once
+    (_Base, "_apply_force_complete"),  # a cut answer keeps only the words heard
+    (_Base, "_record_context_audio_outcome"),  # one error per answer, not two
+    (_Base, "_handle_interruption"),  # close the sockets still generating
+    (_Base, "_update_settings"),  # reject out-of-range settings, keep the old ones
+    (_Base, "_disconnect"),  # close the sockets on stop, cancel and cleanup
+    (_Base, "_connect_websocket"),
+    (_Base, "_disconnect_websocket"),
+    (_Base, "_receive_messages"),
 )
 
 #: Private methods the service calls.
 USED_METHODS: tuple[tuple[type, str], ...] = (
-    (TTSService, "_handle_aggregated_text"),  # speak held text at a quiet flush and at stop
-    (TTSService, "_aggregated_text_frame"),
-    (TTSService, "_push_word_frames"),  # a cut answer's slots, without its unheard words
-    (TTSService, "_refresh_audio_context"),  # keep an answer's context open while audio is owed
-    (WebsocketService, "_websocket_connect"),  # Pipecat's connect (its headers, its proxy)
+    (_Base, "_handle_aggregated_text"),  # speak held text at a quiet flush and at stop
+    (_Base, "_aggregated_text_frame"),
+    (_Base, "_push_word_frames"),  # a cut answer's slots, without its unheard words
+    (_Base, "_refresh_audio_context"),  # keep an answer's context open while audio is owed
+    (_Base, "_websocket_connect"),  # Pipecat's connect (its headers, its proxy)
     (AudioContextManager, "keepalive"),
     (BaseObject, "_call_event_handler"),  # on_connected, on_disconnected, on_connection_error
 )

@@ -23,6 +23,7 @@ from pipecat.frames.frames import (
     StartFrame,
     TTSAudioRawFrame,
     TTSStoppedFrame,
+    TTSTextFrame,
 )
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.worker import PipelineParams, PipelineWorker
@@ -375,6 +376,25 @@ class PipelineHarness:
     def errors(self) -> list[ErrorFrame]:
         """Error frames the service pushed upstream."""
         return self.up.frames(ErrorFrame)
+
+    def stopped(self) -> int:
+        """Answers whose audio context ended (``TTSStoppedFrame`` seen downstream)."""
+        return len(self.down.frames(TTSStoppedFrame))
+
+    def words_out(self, context_id: str | None = None) -> list[str]:
+        """Words the service passed on as heard (``TTSTextFrame``): what the context gets.
+
+        Args:
+            context_id: Only this answer's words (None: all).
+
+        Returns:
+            The words, in order.
+        """
+        return [
+            f.text
+            for f in self.down.frames(TTSTextFrame)
+            if context_id is None or f.context_id == context_id
+        ]
 
     async def stop(self, timeout: float = 20.0) -> None:
         """End the pipeline gracefully and wait for it."""

@@ -13,7 +13,7 @@ from pipecat_gradium import GradiumStreamingTTSService
 from pipecat_gradium.emulator import GradiumEmulator
 from pipecat_gradium.playback import UNSUPPORTED, next_context_item
 from pipecat_gradium.testing import start_pipeline
-from tests.test_batching import LONG
+from tests.service.test_audio_batching import LONG
 
 
 async def _turns_until_read(read) -> tuple[int, object]:

@@ -3,13 +3,12 @@
 import asyncio
 import time
 
-from pipecat.frames.frames import InterruptionFrame, TTSStoppedFrame, TTSTextFrame
+from pipecat.frames.frames import InterruptionFrame
 
 from pipecat_gradium.emulator import GradiumEmulator
 from pipecat_gradium.sockets import StandbyPool
-from pipecat_gradium.testing import PipelineHarness, start_pipeline
-
-from .conftest import FAST
+from pipecat_gradium.testing import start_pipeline
+from tests.conftest import FAST
 
 
 def shared_standby(emu: GradiumEmulator, key: str = "test-key") -> StandbyPool:
@@ -22,14 +21,6 @@ LONG = (
     "Let me walk you through the whole plan. First we pack the car early in the morning, "
     "then we drive north along the coast for about three hours, stopping twice for coffee."
 )
-
-
-def stopped(h: PipelineHarness) -> int:
-    return len(h.down.frames(TTSStoppedFrame))
-
-
-def words(h: PipelineHarness) -> list[str]:
-    return [f.text for f in h.down.frames(TTSTextFrame)]
 
 
 async def until(predicate, timeout: float = 5.0) -> None:
@@ -74,9 +65,9 @@ async def test_two_services_share_standby_and_a_barge_in_closes_only_its_own_soc
             lambda s: s.connections[a_first.connection_id - 1].closed_by == "client", timeout=5
         )
         hold.release()
-        await b.down.wait_for(lambda: stopped(b) >= 1, timeout=15)
+        await b.down.wait_for(lambda: b.stopped() >= 1, timeout=15)
         await a.speak_answer(ANSWER)
-        await a.down.wait_for(lambda: stopped(a) >= 1, timeout=15)
+        await a.down.wait_for(lambda: a.stopped() >= 1, timeout=15)
     finally:
         await a.stop()
         await b.stop()
@@ -84,7 +75,7 @@ async def test_two_services_share_standby_and_a_barge_in_closes_only_its_own_soc
     assert b_req.connection_id != a_first.connection_id
     # B's socket outlived A's barge-in and served B's answer to the end.
     assert emu.stats.connections[b_req.connection_id - 1].closed_by == "client"
-    assert b_req.words and words(b) == ANSWER.split()
+    assert b_req.words and b.words_out() == ANSWER.split()
     # A's next answer went out on a socket from the shared standby (no handshake).
     a_next = emu.stats.requests[-1]
     assert a_next.connection_id not in (a_first.connection_id, b_req.connection_id)
@@ -115,7 +106,7 @@ async def test_different_key_or_url_never_share(emu: GradiumEmulator, make_tts):
                 emu.ws_url, "other-key"
             )
             await harnesses[1].speak_answer(ANSWER)
-            await harnesses[1].down.wait_for(lambda: stopped(harnesses[1]) >= 1, timeout=15)
+            await harnesses[1].down.wait_for(lambda: harnesses[1].stopped() >= 1, timeout=15)
         finally:
             for h in harnesses:
                 await h.stop()

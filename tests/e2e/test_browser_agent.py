@@ -32,7 +32,7 @@ import numpy as np
 import pytest
 from packaging.version import Version
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PAGE = ROOT / "tests" / "browser"
 OUT = ROOT / "out"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -1,0 +1,45 @@
+"""Attempt: which words count as heard, and what a continuation re-sends."""
+
+import pytest
+
+from pipecat_gradium.alignment import source_words
+from pipecat_gradium.attempt import Attempt
+
+
+def request_with(texts: list[str], words: list[tuple[str, float, float]], audio_s: float):
+    req = Attempt(
+        "r", None, number=1, gradium_rate=24000, output_rate=24000,  # type: ignore[arg-type]
+    )  # fmt: skip
+    req.texts = list(texts)
+    for w in words:
+        req.add_word(*w)
+    req.audio_s = audio_s
+    return req
+
+
+@pytest.mark.parametrize(
+    ("texts", "heard", "rest"),
+    [
+        (['Wait<break time="100ms"/>now, we will go. '], 2, "we will go. "),
+        (["The forecast <flush>", "for tomorrow  is\nsunny. "], 3, "tomorrow  is\nsunny. "),
+        (["one<flush>two three "], 1, "two three "),
+        (['a <break time="1s"/> b c '], 1, "b c "),
+        (["all of it. "], 3, ""),
+    ],
+)
+def test_unspoken_text_counts_words_the_way_gradium_splits_them(texts, heard, rest):
+    # Gradium reports the words it speaks (the alignment maps them back onto the source).
+    spoken = [w.text for w in source_words("".join(texts))][:heard]
+    words = [(w, i * 0.5, i * 0.5 + 0.4) for i, w in enumerate(spoken)]
+    req = request_with(texts, words, audio_s=heard * 0.5)
+    assert req.heard == heard
+    assert req.unspoken_text() == rest
+
+
+def test_a_word_counts_as_heard_only_when_its_audio_has_fully_arrived():
+    req = request_with(["Hello there friend. "], [("Hello", 0.0, 0.3), ("there", 0.3, 0.6)], 0.45)
+    assert req.heard == 1
+    assert req.take_heard() == [("Hello", 0.0)]
+    assert req.unspoken_text() == "there friend. "
+    req.audio_s = 0.6
+    assert req.take_heard() == [("there", 0.3)]

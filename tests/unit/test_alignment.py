@@ -89,7 +89,7 @@ def test_unspoken_text_counts_only_reports_heard_and_drops_flush():
 
 
 def test_tags_touching_words_keep_the_count():
-    # Issue 7's case: a tag with no space around it still separates two words.
+    # A tag with no space around it still separates two words.
     text = 'Wait<break time="100ms"/>now, we will go'
     aligner, shown = align(text, ["Wait", "now,"])
     assert shown == ["Wait", "now,"]

@@ -634,7 +634,7 @@ def test_property_max_chars_and_word_mode(text, kwargs):
 
 
 def test_quiet_flush_never_splits_a_number():
-    # The case: the LLM pauses right after " 3." and the next token is "14".
+    # The LLM pauses right after " 3." and the next token is "14".
     agg = PhraseAggregator()
     out = agg.feed("Pi is")
     out += agg.feed(" about")

@@ -8,19 +8,17 @@ import socket
 import struct
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from aiohttp import WSMsgType, web
 from loguru import logger
 
 from .config import SetupError, parse_setup
-from .faults import Fault
-from .latency import DelayLine
+from .faults import Fault, FaultTiming, Hold
+from .latency import DelayLine, LatencyModel
+from .normalize import WordReports
 from .request import Request
-from .stats import ConnectionStats, RequestStats
-
-if TYPE_CHECKING:
-    from .server import GradiumEmulator
+from .stats import ConnectionStats, EmulatorStats, RequestStats
 
 _CLIENT_TYPES = ("setup", "text", "end_of_stream")
 
@@ -32,33 +30,60 @@ class _End:
     reason: str = ""
 
 
+class Host(Protocol):
+    """What a connection needs from the server that accepted it."""
+
+    @property
+    def latency(self) -> LatencyModel:
+        """The latency model now: each new request runs with the one current at its setup."""
+        ...
+
+    @property
+    def stats(self) -> EmulatorStats:
+        """The server's stats, which every connection and request adds to."""
+        ...
+
+    def take_request_faults(self) -> set[Fault]:
+        """The faults asked for the next request, on any socket."""
+        ...
+
+    def take_hold(self, client_req_id: str | None) -> Hold | None:
+        """The first waiting hold that matches a new request, if any."""
+        ...
+
+
 class Connection:
     """The server side of one socket.
 
     Args:
-        emulator: The emulator serving it (latency, holds, stats, settings).
+        host: The server it runs on (latency, request faults, holds, stats).
         ws: The prepared WebSocket.
         http: The HTTP request that was upgraded.
         stats: Its stats record.
         faults: The faults applied to it.
+        timing: When faults fire.
+        word_reports: What its requests' word reports carry for rewritten words.
     """
 
     def __init__(
         self,
-        emulator: GradiumEmulator,
+        host: Host,
         ws: web.WebSocketResponse,
         http: web.Request,
         stats: ConnectionStats,
+        *,
         faults: set[Fault],
+        timing: FaultTiming,
+        word_reports: WordReports,
     ) -> None:
         """Create the connection (call :meth:`serve` to run it)."""
-        self.emulator = emulator
+        self.host = host
         self.ws = ws
         self.http = http
         self.stats = stats
         self.faults = faults
-        self.fault_after_chunks = emulator.fault_after_chunks
-        self.slow_first_audio_s = emulator.slow_first_audio_s
+        self.timing = timing
+        self.word_reports = word_reports
         self.client_gone = False
         self.requests: dict[str | None, Request] = {}  # active requests by client_req_id
         self._all_requests: list[Request] = []
@@ -69,7 +94,7 @@ class Connection:
         self._activity = asyncio.Event()
         self.done = asyncio.Event()
         # The network model, when on: each direction delays its messages, in order.
-        net = emulator.latency
+        net = host.latency
         self._out: DelayLine[str] | None = None
         self._in: DelayLine[str] | None = None
         if net.has_network:
@@ -80,7 +105,7 @@ class Connection:
 
     def stats_changed(self) -> None:
         """Tell stats waiters something changed."""
-        self.emulator.stats.changed()
+        self.host.stats.changed()
 
     async def send(self, msg: dict[str, Any]) -> None:
         """Send one JSON message (dropped once the socket is closing).
@@ -239,14 +264,14 @@ class Connection:
         transport.abort()
 
     async def _session_limit(self) -> None:
-        await asyncio.sleep(self.emulator.session_limit_s)
+        await asyncio.sleep(self.timing.session_limit_s)
         self.request_close(1008, "session limit reached")
 
     async def _idle_timeout(self) -> None:
         while True:
             self._activity.clear()
             try:
-                await asyncio.wait_for(self._activity.wait(), self.emulator.idle_timeout_s)
+                await asyncio.wait_for(self._activity.wait(), self.timing.idle_timeout_s)
             except TimeoutError:
                 # A socket still generating audio is not idle, however long since the client spoke.
                 if any(r.stats.texts for r in self.requests.values()):
@@ -305,7 +330,7 @@ class Connection:
                 return
             req.stats.texts.append(text)
             req.stats.text_times.append(time.monotonic())
-            self.emulator.stats.total_text_messages += 1
+            self.host.stats.total_text_messages += 1
             req.add_text(text)
             self.stats_changed()
         else:
@@ -366,11 +391,18 @@ class Connection:
             setup_at=time.monotonic(),
         )
         self.stats.requests.append(stats)
-        self.emulator.stats.requests.append(stats)
-        faults = self.emulator.take_request_faults()
+        self.host.stats.requests.append(stats)
+        faults = self.host.take_request_faults()
         stats.faults = sorted(f.value for f in faults)
         req = Request(
-            self, config, stats, self.emulator.latency, self.emulator.take_hold(req_id), faults
+            self,
+            config,
+            stats,
+            latency=self.host.latency,
+            faults=self.faults | faults,
+            timing=self.timing,
+            word_reports=self.word_reports,
+            hold=self.host.take_hold(req_id),
         )
         self.requests[config.client_req_id] = req
         self._all_requests.append(req)

@@ -1,9 +1,10 @@
-"""Fault injection: the failures a connection can be given, and holds for deterministic tests."""
+"""Fault injection: the failures a connection can be given, when they fire, and holds for tests."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
+from dataclasses import dataclass
 from enum import Enum
 
 
@@ -81,6 +82,24 @@ def parse_faults(values: Iterable[str]) -> set[Fault]:
                 valid = ", ".join(f.value for f in Fault)
                 raise ValueError(f"unknown fault {part!r}; valid: {valid}") from None
     return out
+
+
+@dataclass(frozen=True)
+class FaultTiming:
+    """When the faults fire: the emulator's settings, fixed for a connection's life.
+
+    Attributes:
+        after_chunks: Audio chunks a request sends before a mid-answer fault fires.
+        slow_first_audio_s: Extra delay ``Fault.SLOW_FIRST_AUDIO`` adds before first audio.
+        session_limit_s: Seconds after which ``Fault.SESSION_LIMIT`` closes a connection.
+        idle_timeout_s: Seconds without a client message after which ``Fault.IDLE_TIMEOUT``
+            closes a connection.
+    """
+
+    after_chunks: int
+    slow_first_audio_s: float
+    session_limit_s: float
+    idle_timeout_s: float
 
 
 class Hold:

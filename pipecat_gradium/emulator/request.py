@@ -8,7 +8,7 @@ import json
 import time
 import uuid
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 from loguru import logger
@@ -16,14 +16,11 @@ from loguru import logger
 from . import voice
 from .audio import CHUNK_S, encode, resample, wav_header
 from .config import RequestConfig
-from .faults import Fault, Hold
+from .faults import Fault, FaultTiming, Hold
 from .latency import LatencyModel
 from .normalize import WordReports, rules_language, spoken_words
 from .stats import RequestStats
 from .text import Break, Flush, Item, Word, parse, word_times, words_text
-
-if TYPE_CHECKING:
-    from .connection import Connection
 
 # Samples quieter than this (of 32768) count as silence when finding where speech ends.
 _SILENCE = 300
@@ -43,33 +40,75 @@ class _Segment:
     flushed: bool  # the segment ended at a <flush>
 
 
+class RequestOwner(Protocol):
+    """What a request writes through: the socket it runs on, seen from the request."""
+
+    @property
+    def client_gone(self) -> bool:
+        """Whether the client closed the socket (audio sent after that is counted)."""
+        ...
+
+    async def send(self, msg: dict[str, Any]) -> None:
+        """Send one JSON message."""
+        ...
+
+    async def send_raw(self, data: str) -> None:
+        """Send one text frame as is."""
+        ...
+
+    async def request_error(
+        self, req: Request, code: int, message: str, close: bool = False
+    ) -> None:
+        """Send an error for ``req``; ``close`` closes the socket whatever the mode."""
+        ...
+
+    async def request_finished(self, req: Request) -> None:
+        """``req`` sent its end_of_stream."""
+        ...
+
+    def request_reset(self) -> None:
+        """Reset the socket abruptly (no close frame)."""
+        ...
+
+    def stats_changed(self) -> None:
+        """Tell stats waiters something changed."""
+        ...
+
+
 class Request:
     """The server side of one request: text in, ``ready``, ``audio``/``text``, ``end_of_stream``.
 
     Args:
-        conn: The connection it belongs to.
+        owner: What it sends and reports through (its connection).
         config: Its validated setup.
         stats: Its stats record.
         latency: The latency model, fixed for the request's life.
+        faults: The faults it runs with (its connection's and its own).
+        timing: When those faults fire.
+        word_reports: What the word reports carry when ``rewrite_rules`` rewrites a word.
         hold: A hold to honour, if a test asked for one.
-        faults: Faults for this request only, on top of the connection's.
     """
 
     def __init__(
         self,
-        conn: Connection,
+        owner: RequestOwner,
         config: RequestConfig,
         stats: RequestStats,
+        *,
         latency: LatencyModel,
-        hold: Hold | None,
-        faults: set[Fault] | None = None,
+        faults: set[Fault],
+        timing: FaultTiming,
+        word_reports: WordReports,
+        hold: Hold | None = None,
     ) -> None:
         """Create the request (call :meth:`start` to run it)."""
-        self.conn = conn
-        self.faults = conn.faults | (faults or set())
+        self.owner = owner
         self.config = config
         self.stats = stats
         self.latency = latency
+        self.faults = faults
+        self.timing = timing
+        self.word_reports = word_reports
         self.hold = hold
         self.text = ""
         self.eos = False
@@ -154,13 +193,13 @@ class Request:
             raise
         except Exception as exc:  # a bug in the emulator: tell the client like Gradium would
             logger.exception("emulator: request failed")
-            await self.conn.request_error(self, 1011, f"internal error: {exc}", close=True)
+            await self.owner.request_error(self, 1011, f"internal error: {exc}", close=True)
 
     async def _generate(self) -> None:
         lat = self.latency
         await asyncio.sleep(lat.setup_s)
         fmt = self.config.output
-        await self.conn.send(
+        await self.owner.send(
             {
                 "type": "ready",
                 "request_id": str(uuid.uuid4()),
@@ -173,9 +212,9 @@ class Request:
             }
         )
         self.stats.ready_at = time.monotonic()
-        self.conn.stats_changed()
+        self.owner.stats_changed()
         if Fault.UNKNOWN_MESSAGES in self.faults:
-            await self.conn.send(self._msg({"type": "need_more_text"}))
+            await self.owner.send(self._msg({"type": "need_more_text"}))
         next_at: float | None = None
         sent_samples = 0
         chunks_sent = 0
@@ -195,7 +234,7 @@ class Request:
                 if next_at is None:
                     first = (self._first_speakable_at or now) + lat.model_delay_s
                     if Fault.SLOW_FIRST_AUDIO in self.faults:
-                        first += self.conn.slow_first_audio_s
+                        first += self.timing.slow_first_audio_s
                     next_at = max(now, first)
                 else:
                     next_at = max(next_at, now)
@@ -205,17 +244,17 @@ class Request:
                 if self.done:  # a fault ended the request
                     return
             if seg.flushed and Fault.UNKNOWN_MESSAGES in self.faults:
-                await self.conn.send(self._msg({"type": "flushed"}))
-        await self.conn.send(self._msg({"type": "end_of_stream"}))
+                await self.owner.send(self._msg({"type": "flushed"}))
+        await self.owner.send(self._msg({"type": "end_of_stream"}))
         self.done = True
         self.stats.finished = True
-        self.conn.stats_changed()
+        self.owner.stats_changed()
         logger.info(
             f"emulator: request {self.client_req_id or '-'} on connection "
             f"{self.stats.connection_id}: {len(self.stats.words)} words, "
             f"{self.stats.audio_s:.2f} s audio"
         )
-        await self.conn.request_finished(self)
+        await self.owner.request_finished(self)
 
     async def _render(self, items: list[Item]) -> _Segment:
         """Synthesize released items: word runs with eSpeak, breaks as silence."""
@@ -226,7 +265,7 @@ class Request:
         offset = 0
         run: list[str] = []
         lang = rules_language(self.config.rewrite_rules)
-        per_source = self.conn.emulator.word_reports is WordReports.SOURCE
+        per_source = self.word_reports is WordReports.SOURCE
 
         async def flush_run() -> None:
             nonlocal offset
@@ -315,7 +354,7 @@ class Request:
                 payload = wav_header(rate) + payload
             # Built by hand: json.dumps scanning 10 kB of base64 (which needs no escaping)
             # for every chunk was the emulator's largest cost at 160 sessions.
-            await self.conn.send_raw(
+            await self.owner.send_raw(
                 '{"type":"audio","audio":"'
                 + base64.b64encode(payload).decode("ascii")
                 + f'","start_s":{start_s!r},"stop_s":{stop_s!r},"stream_id":0{self._id_field}}}'
@@ -325,9 +364,9 @@ class Request:
             if self.stats.first_audio_at is None:
                 self.stats.first_audio_at = now
             self.stats.audio_chunks.append((now, dur))
-            if self.conn.client_gone or self.stopped:
+            if self.owner.client_gone or self.stopped:
                 self.stats.audio_after_client_gone_s += dur
-            self.conn.stats_changed()
+            self.owner.stats_changed()
             sent_samples += chunk.size
             chunks_sent += 1
             next_at += CHUNK_S / self.latency.speed
@@ -340,7 +379,7 @@ class Request:
 
     async def _send_word(self, word: _SpokenWord, base_s: float) -> None:
         start, stop = base_s + word.start_s, base_s + word.stop_s
-        await self.conn.send(
+        await self.owner.send(
             self._msg(
                 {
                     "type": "text",
@@ -358,31 +397,33 @@ class Request:
         faults = self.faults
         if (
             Fault.RESET_MID_WORD in faults
-            and chunks_sent >= self.conn.fault_after_chunks
+            and chunks_sent >= self.timing.after_chunks
             and self.stats.words
             and self.stats.words[-1][1] < audio_end_s < self.stats.words[-1][2] - 1e-6
         ):
             # The audio sent so far ends inside the last word whose timing went out.
             self.done = True
-            self.conn.request_reset()
+            self.owner.request_reset()
             return
-        if chunks_sent == self.conn.fault_after_chunks:
+        if chunks_sent == self.timing.after_chunks:
             if Fault.REQUEST_ERROR in faults:
                 self.done = True
-                await self.conn.request_error(self, 1011, "internal error (emulated request fault)")
+                await self.owner.request_error(
+                    self, 1011, "internal error (emulated request fault)"
+                )
                 return
             if Fault.ERROR_MID_ANSWER in faults:
                 self.done = True
-                await self.conn.request_error(
+                await self.owner.request_error(
                     self, 1011, "internal error (emulated fault)", close=True
                 )
                 return
             if Fault.RESET_MID_ANSWER in faults:
                 self.done = True
-                self.conn.request_reset()
+                self.owner.request_reset()
                 return
             if Fault.MALFORMED_JSON in faults:
-                await self.conn.send_raw("{this is not json")
+                await self.owner.send_raw("{this is not json")
         if self.hold is not None and chunks_sent == self.hold.chunks:
             self.hold.reached.set()
             await self.hold.wait_released()

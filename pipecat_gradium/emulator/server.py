@@ -13,7 +13,7 @@ from loguru import logger
 
 from . import voice
 from .connection import Connection
-from .faults import Fault, Hold, parse_faults
+from .faults import Fault, FaultTiming, Hold, parse_faults
 from .latency import LatencyModel
 from .normalize import WordReports
 from .stats import EmulatorStats
@@ -41,6 +41,10 @@ class GradiumEmulator:
             closes a connection.
         fault_after_chunks: Audio chunks a request sends before a mid-answer fault fires.
         slow_first_audio_s: Extra delay ``Fault.SLOW_FIRST_AUDIO`` adds before first audio.
+
+    A connection takes ``session_limit_s``, ``idle_timeout_s``, ``fault_after_chunks``,
+    ``slow_first_audio_s`` and ``word_reports`` when it opens: changing those attributes on a
+    running emulator applies to the connections opened afterwards.
     """
 
     def __init__(
@@ -253,7 +257,21 @@ class GradiumEmulator:
         await asyncio.sleep(self.latency.handshake_delay(self._handshake_rng))
         ws = web.WebSocketResponse(timeout=2.0, autoping=True, compress=self.latency.deflate)
         await ws.prepare(request)
-        conn = Connection(self, ws, request, conn_stats, faults)
+        timing = FaultTiming(
+            after_chunks=self.fault_after_chunks,
+            slow_first_audio_s=self.slow_first_audio_s,
+            session_limit_s=self.session_limit_s,
+            idle_timeout_s=self.idle_timeout_s,
+        )
+        conn = Connection(
+            self,
+            ws,
+            request,
+            conn_stats,
+            faults=faults,
+            timing=timing,
+            word_reports=self.word_reports,
+        )
         self._connections.add(conn)
         try:
             key = request.headers.get("x-api-key")

@@ -8,9 +8,15 @@ reaches into the service.
 
 Under a fault the rules are the user's (see the design's "Rules that hold under faults"):
 
-* a request cut by a lost socket, a request error or overdue audio goes on as a continuation, a
-  new attempt re-sending the text whose words were not heard, at most :data:`MAX_ATTEMPTS` in all;
-* audio Gradium owes (a flush or the end was sent) is waited for up to ``first_audio_timeout_s``;
+* a request cut by a lost socket, a request error or a stall of the audio Gradium owes goes on
+  as a continuation, a new attempt re-sending the text whose words were not heard, at most
+  :data:`MAX_ATTEMPTS` in all;
+* the account's concurrency cap is not a fault of the request: the answer waits for a slot,
+  with back-off, up to ``limit_wait_s``;
+* first audio Gradium owes (a flush or the end was sent) is waited for up to
+  ``first_audio_timeout_s``; once audio flows, a stall longer than ``stall_timeout_s`` is a lost
+  request;
+* after a barge-in nothing more is set up or sent for the answer, whatever stage it is in;
 * an answer that cannot go on is *cut*: its context keeps the words heard, and none of its later
   phrases opens a request. Each answer is given one error at most.
 """
@@ -24,14 +30,15 @@ from typing import Protocol
 
 from loguru import logger
 from pipecat.utils.errors import ErrorCategory
+from pipecat.utils.network import exponential_backoff_time
 
 from pipecat_gradium.attempt import Attempt, AttemptState, attempt_id
 from pipecat_gradium.batching import AudioBatcher
 from pipecat_gradium.phrases import split_message, wire_text
 from pipecat_gradium.protocol import (
-    POLICY_VIOLATION,
     Audio,
     EndOfStream,
+    ErrorKind,
     Ready,
     ServerError,
     ServerMessage,
@@ -39,8 +46,13 @@ from pipecat_gradium.protocol import (
 )
 from pipecat_gradium.sockets import GradiumSocket, ServiceSockets
 
-#: Attempts per answer: the first, then continuations after a fault.
+#: Attempts per answer: the first, then continuations after a fault (waits for a concurrency
+#: slot are not counted: they are not faults of the request).
 MAX_ATTEMPTS = 3
+#: First wait before retrying an answer refused for the account's concurrency cap.
+SLOT_RETRY_S = 0.25
+#: Longest wait between those retries.
+SLOT_RETRY_MAX_S = 2.0
 
 
 class AnswerKind(Enum):
@@ -60,7 +72,10 @@ class AnswerConfig:
         flush_after_first_chunk: The first phrase of each attempt carries a ``<flush>``.
         max_chunk_chars: Longest text message.
         quiet_flush_s: The LLM quiet this long mid-answer: speak what is held.
-        first_audio_timeout_s: Longest wait for audio Gradium owes.
+        first_audio_timeout_s: Longest wait for the first audio Gradium owes.
+        stall_timeout_s: Once audio flows, longest silence while Gradium owes words already
+            flushed; past it the request counts as lost and the answer goes on elsewhere.
+        limit_wait_s: Longest an answer waits for a slot under the account's concurrency cap.
         keepalive_s: Interval between refreshes of the answer's audio context.
         audio_batch_s: Longest frame merged from Gradium's chunks; 0 pushes each chunk.
     """
@@ -71,6 +86,8 @@ class AnswerConfig:
     max_chunk_chars: int
     quiet_flush_s: float
     first_audio_timeout_s: float
+    stall_timeout_s: float
+    limit_wait_s: float
     keepalive_s: float
     audio_batch_s: float
 
@@ -95,7 +112,20 @@ class AnswerHost(Protocol):
         ...
 
     def may_continue(self, answer: "Answer") -> bool:
-        """Whether a cut attempt may be continued (the key holds, the audio context is open)."""
+        """Whether a cut attempt may be continued (the key holds, the answer still plays)."""
+        ...
+
+    @property
+    def ending(self) -> bool:
+        """The pipeline is ending: audio owed is waited for ``stall_timeout_s``, no longer."""
+        ...
+
+    async def concurrency_capped(self, answer: "Answer", message: str) -> None:
+        """Gradium refused a session for the account's concurrency cap (said once per service)."""
+        ...
+
+    async def voice_rejected(self, answer: "Answer", message: str) -> None:
+        """Gradium does not know the voice the answer was set up with."""
         ...
 
     async def report(self, answer: "Answer | None", message: str, category: ErrorCategory) -> None:
@@ -183,6 +213,10 @@ class Answer:
         self._config = config
         self._dropped = False
         self._timer: asyncio.Task | None = None
+        self._continuations = 0  # after faults; bounded by MAX_ATTEMPTS
+        self._slot_waits = 0  # retries for a concurrency slot
+        self._slot_deadline: float | None = None
+        self._retry_task: asyncio.Task | None = None
         self._bytes_per_s = config.output_rate * 2
         self._batch = AudioBatcher(
             self._play,
@@ -234,9 +268,11 @@ class Answer:
         return await self._open_attempt(resume=None) is not None
 
     async def _open_attempt(self, *, resume: Attempt | None) -> Attempt | None:
-        sock = await self._host.socket_for(self, continuation=resume is not None)
-        if sock is None:
+        if self._dropped:
             return None
+        sock = await self._host.socket_for(self, continuation=resume is not None)
+        if sock is None or self._dropped:
+            return None  # no socket, or a barge-in while it connected: nothing is set up
         number = resume.number + 1 if resume else 1
         attempt = Attempt(
             attempt_id(self.context_id, number),
@@ -266,7 +302,7 @@ class Answer:
 
     async def _send_piece(self, text: str) -> None:
         attempt = self.attempt
-        if attempt is None:
+        if attempt is None or self._dropped:
             return
         sent = await attempt.send_text(text, flush_first=self._config.flush_after_first_chunk)
         if sent is not None:
@@ -323,6 +359,8 @@ class Answer:
             logger.trace(f"Gradium: request {attempt.req_id} ready ({msg.request_id})")
 
     async def _on_audio(self, attempt: Attempt, pcm: bytes) -> None:
+        self._slot_deadline = None  # a session was had: a later refusal waits afresh
+        self._slot_waits = 0
         if self.first_audio_at is None:
             self.first_audio_at = time.monotonic()
             ttfa = None
@@ -377,17 +415,23 @@ class Answer:
 
     def can_continue(self) -> bool:
         """Whether its failed attempt may be continued on a new one."""
-        attempt = self.attempt
         return (
-            attempt is not None and attempt.number < MAX_ATTEMPTS and self._host.may_continue(self)
+            self.attempt is not None
+            and not self._dropped
+            and self._continuations < MAX_ATTEMPTS - 1
+            and self._host.may_continue(self)
         )
 
     async def continue_or_cut(self) -> None:
         """Go on with a new attempt from the first word not heard, or end the answer here."""
         attempt = self.attempt
-        if attempt is None:
+        if attempt is None or self._dropped:
             return
-        if not (self.can_continue() and await self._continue(attempt)):
+        if not self.can_continue():
+            await self._cut(attempt)
+            return
+        self._continuations += 1
+        if not await self._continue(attempt):
             await self._cut(attempt)
 
     async def flush_audio(self) -> None:
@@ -395,9 +439,23 @@ class Answer:
         await self._batch.flush()
 
     async def _on_request_error(self, attempt: Attempt, msg: ServerError) -> None:
-        """Gradium ended one request with an error: continue it like a lost socket."""
+        """Gradium ended one request with an error: continue it like a lost socket.
+
+        A limit of the account is not a fault of the request (wait for a slot); an unknown voice
+        or a refused setup would fail again verbatim (cut, said once).
+        """
         attempt.state = AttemptState.FAILED
-        if msg.code == POLICY_VIOLATION:
+        kind = msg.kind
+        if kind is ErrorKind.CONCURRENCY:
+            self._sockets.retire(attempt.socket)
+            await self._host.concurrency_capped(self, msg.message)
+            await self.wait_for_slot()
+            return
+        if kind is ErrorKind.VOICE:
+            await self._host.voice_rejected(self, msg.message)
+            await self._cut(attempt)
+            return
+        if kind in (ErrorKind.REJECTED, ErrorKind.KEY):
             # Gradium refused what was sent: sending it again would fail again.
             await self._host.report(
                 self,
@@ -419,6 +477,46 @@ class Answer:
             ErrorCategory.SERVER,
         )
         await self.continue_or_cut()
+
+    async def wait_for_slot(self) -> None:
+        """The account's concurrency cap refused the attempt: retry later, with back-off.
+
+        The failed attempt stays registered meanwhile, so text meant for it is kept and re-sent.
+        Runs as a task: the socket's receive loop that reported the refusal is not held.
+        """
+        attempt = self.attempt
+        if attempt is None or self._dropped:
+            return
+        now = time.monotonic()
+        if self._slot_deadline is None:
+            self._slot_deadline = now + self._config.limit_wait_s
+        self._slot_waits += 1
+        delay = exponential_backoff_time(
+            self._slot_waits,
+            min_wait=SLOT_RETRY_S,
+            max_wait=SLOT_RETRY_MAX_S,
+            multiplier=SLOT_RETRY_S,
+        )
+        if now + delay > self._slot_deadline:
+            await self._host.report(
+                self,
+                f"no Gradium session became free within {self._config.limit_wait_s:.0f} s "
+                "(the account's concurrency limit; limit_wait_s); the answer is not spoken",
+                ErrorCategory.RATE_LIMIT,
+            )
+            await self._cut(attempt)
+            return
+        self._retry_task = self._host.create_task(
+            self._retry_after(attempt, delay), name="gradium-slot-retry"
+        )
+
+    async def _retry_after(self, attempt: Attempt, delay: float) -> None:
+        await asyncio.sleep(delay)
+        self._retry_task = None
+        if self._dropped or self.attempt is not attempt:
+            return
+        if not await self._continue(attempt):
+            await self._cut(attempt)
 
     async def _continue(self, old: Attempt) -> bool:
         """Open the continuation of a failed attempt and re-send the text not heard.
@@ -468,6 +566,34 @@ class Answer:
             if other.fail():
                 await other.continue_or_cut()
 
+    async def _on_stall(self, attempt: Attempt, waited_s: float) -> None:
+        """Audio flowed, then Gradium went silent on words it owes: a lost request."""
+        ending = self._host.ending
+        action = (
+            "the pipeline is ending: the answer is cut short"
+            if ending
+            else "re-sending what was not heard on a fresh socket"
+        )
+        await self._host.report(
+            self,
+            f"Gradium stopped sending audio for request {attempt.req_id} mid-answer "
+            f"({waited_s:.1f} s; limit stall_timeout_s); {action}",
+            ErrorCategory.SERVER,
+        )
+        attempt.state = AttemptState.FAILED
+        sock = attempt.socket
+        others = [a for a in sock.requests.values() if a is not self and a.carried_by(sock)]
+        # Closing the socket is the only way to end the request on Gradium's side; the other
+        # requests it carried go on elsewhere.
+        self._sockets.close_soon(sock)
+        if ending:
+            await self._cut(attempt)
+        else:
+            await self.continue_or_cut()
+        for other in others:
+            if other.fail():
+                await other.continue_or_cut()
+
     # ------------------------------------------------------------------ the timer
 
     async def _watch(self) -> None:
@@ -482,14 +608,24 @@ class Answer:
         while (attempt := self.attempt) is not None:
             now = time.monotonic()
             wake = now + config.keepalive_s
+            # While the pipeline ends, nothing is waited for longer than a stall.
+            patience = config.stall_timeout_s if self._host.ending else config.first_audio_timeout_s
+            stalled = attempt.stalled_since()
+            if stalled is not None:
+                if now - stalled >= config.stall_timeout_s:
+                    self._timer = None  # the fault path must not cancel this task
+                    # A continuation has a timer of its own.
+                    await self._on_stall(attempt, now - stalled)
+                    return
+                wake = min(wake, stalled + config.stall_timeout_s)
             owed = attempt.audio_owed_since()
-            if owed is not None:
+            if owed is not None and stalled is None:
                 waited = now - owed
-                if waited >= config.first_audio_timeout_s:
+                if waited >= patience:
                     self._timer = None  # the fault path must not cancel this task
                     await self._on_audio_overdue(attempt, waited)
                     return
-                wake = min(wake, owed + config.first_audio_timeout_s)
+                wake = min(wake, owed + patience)
             last = self.last_token_at
             if (
                 self.kind is AnswerKind.LLM
@@ -519,7 +655,10 @@ class Answer:
         self.reported = False
 
     async def drop(self) -> None:
-        """A barge-in: nothing more of it is played; its timer and held audio go."""
+        """A barge-in: nothing more of it is set up, sent or played; its timers and audio go."""
         self._dropped = True
         self._batch.drop()
         await self._stop_timer()
+        retry, self._retry_task = self._retry_task, None
+        if retry is not None:
+            await self._host.cancel_task(retry)

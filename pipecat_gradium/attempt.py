@@ -102,6 +102,9 @@ class Attempt:
         self._gradium_rate = gradium_rate
         self._owed_since: float | None = None
         self._ended_at: float | None = None
+        self._flushed_at: float | None = None  # the latest flush or end
+        self._flushed_words = 0  # source words (with letters or digits) before it
+        self._reported_at: float | None = None  # the latest word report
         self._stops: list[float] = []  # stop_s of every word report, in order
         self._shown: list[str | None] = []  # the source text each report stands for
         self._released = 0  # reports passed on as heard
@@ -198,6 +201,7 @@ class Attempt:
         self.unflushed = not wire.endswith(FLUSH_TAG)
         if not self.unflushed:
             self._owe_audio()
+            self._note_flushed()
         return text
 
     async def flush(self) -> None:
@@ -206,6 +210,7 @@ class Attempt:
             self.texts.append(FLUSH_TAG)
             self.unflushed = False
             self._owe_audio()
+            self._note_flushed()
 
     async def end(self) -> None:
         """Send ``end_of_stream`` once: no more text for this request."""
@@ -214,10 +219,38 @@ class Attempt:
             self._ended_at = time.monotonic()
             if await self.send(end_of_stream_message(self.req_id)) and self.has_text:
                 self._owe_audio()
+                self._note_flushed()
 
     def _owe_audio(self) -> None:
         if self._owed_since is None:
             self._owed_since = time.monotonic()
+
+    def _note_flushed(self) -> None:
+        # After a flush (or the end) Gradium owes every word sent before it, without waiting
+        # for more text. Trailing symbols are not counted: Gradium may not report them.
+        self.aligner.set_text(self.sent_text)
+        words = self.aligner.words
+        n = len(words)
+        while n and not words[n - 1].key:
+            n -= 1
+        self._flushed_words = n
+        self._flushed_at = time.monotonic()
+
+    def stalled_since(self) -> float | None:
+        """Since when Gradium has been silent on words it owes, once its audio has flowed.
+
+        Words are owed once a flush or the end was sent after them. A stall needs word reports
+        to judge by: an attempt that reported no word is judged by its first audio and its end
+        (:meth:`audio_owed_since`).
+
+        Returns:
+            A ``time.monotonic()`` value, or None when nothing owed is missing.
+        """
+        if not self.live or self.last_audio_at is None or self._reported_at is None:
+            return None
+        if self.aligner.shown >= self._flushed_words:
+            return None
+        return max(self.last_audio_at, self._reported_at, self._flushed_at or 0.0)
 
     def audio_owed_since(self) -> float | None:
         """Since when Gradium owes this attempt audio it has not sent, if it does.
@@ -247,6 +280,7 @@ class Attempt:
             start_s: Its start, in seconds of this attempt's audio.
             stop_s: Its end.
         """
+        self._reported_at = time.monotonic()
         self._starts.append(start_s)
         self._stops.append(stop_s)
         self.aligner.set_text(self.sent_text)

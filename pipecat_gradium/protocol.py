@@ -7,6 +7,7 @@ this encodes.
 import base64
 import json
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -93,6 +94,7 @@ def setup_message(
     model_name: str = "default",
     json_config: dict[str, Any] | None = None,
     pronunciation_id: str | None = None,
+    retry_for_s: float | None = None,
 ) -> str:
     """Build the ``setup`` message that opens a multiplexed request.
 
@@ -106,6 +108,8 @@ def setup_message(
         model_name: Gradium model name.
         json_config: Extra model settings (see :func:`build_json_config`).
         pronunciation_id: A pronunciation dictionary id.
+        retry_for_s: How long Gradium may retry allocating a worker for this setup before it
+            gives up with an error (its window for transient worker shortages).
 
     Returns:
         The JSON text frame.
@@ -122,6 +126,8 @@ def setup_message(
         msg["json_config"] = json_config
     if pronunciation_id:
         msg["pronunciation_id"] = pronunciation_id
+    if retry_for_s:
+        msg["retry_for_s"] = retry_for_s
     return json.dumps(msg)
 
 
@@ -186,6 +192,48 @@ class EndOfStream:
     client_req_id: str | None
 
 
+class ErrorKind(Enum):
+    """What an error from Gradium means for the client, read from its code and message.
+
+    Gradium's codes are coarse (1008 covers a bad key, a plan limit and a malformed setup;
+    1011 a worker failure and an unknown voice), so the message decides where the code does not.
+    """
+
+    KEY = "key"  # the API key was rejected: permanent
+    CONCURRENCY = "concurrency"  # the plan's concurrency cap: frees up when a session ends
+    SESSION_LIMIT = "session_limit"  # an idle or session-duration limit closed the socket
+    VOICE = "voice"  # the voice id is unknown: permanent for that voice
+    NO_WORKER = "no_worker"  # no worker could be allocated in time: transient
+    REJECTED = "rejected"  # Gradium refused what was sent: sending it again fails again
+    INTERNAL = "internal"  # a failure on Gradium's side: worth a retry
+
+
+def error_kind(code: int | None, message: str) -> ErrorKind:
+    """Classify an error frame (or a close code and reason) from Gradium.
+
+    Args:
+        code: The error's code (or the close code).
+        message: Its message (or the close reason).
+
+    Returns:
+        What it means for the client.
+    """
+    text = message.lower()
+    if code == POLICY_VIOLATION:
+        if any(w in text for w in ("concurren", "too many", "limit exceeded", "sessions")):
+            return ErrorKind.CONCURRENCY
+        if any(w in text for w in ("idle", "session limit", "session duration", "timeout")):
+            return ErrorKind.SESSION_LIMIT
+        if any(w in text for w in ("key", "auth", "unauthor", "forbidden", "credential")):
+            return ErrorKind.KEY
+        return ErrorKind.REJECTED
+    if "voice" in text:
+        return ErrorKind.VOICE
+    if "worker" in text:
+        return ErrorKind.NO_WORKER
+    return ErrorKind.INTERNAL
+
+
 @dataclass(frozen=True)
 class ServerError:
     """The server reported an error, for one request or for the whole socket."""
@@ -195,12 +243,14 @@ class ServerError:
     code: int | None
 
     @property
+    def kind(self) -> ErrorKind:
+        """What the error means for the client (see :func:`error_kind`)."""
+        return error_kind(self.code, self.message)
+
+    @property
     def is_auth(self) -> bool:
         """Whether this looks like a rejected or missing API key."""
-        text = self.message.lower()
-        return self.code == POLICY_VIOLATION and any(
-            word in text for word in ("key", "auth", "unauthor", "forbidden", "credential")
-        )
+        return self.kind is ErrorKind.KEY
 
 
 @dataclass(frozen=True)

@@ -70,6 +70,8 @@ class GradiumSocket:
         retiring: Takes no new request; closes once ``requests`` is empty.
         closing: Closed on purpose; anything it still receives is dropped.
         error_reported: An error about this socket already reached the app (no second one).
+        refusal: An account limit (concurrency cap, idle or session limit) Gradium named for
+            the whole socket before closing it.
     """
 
     _ids = itertools.count(1)
@@ -87,6 +89,8 @@ class GradiumSocket:
         self.retiring = False
         self.closing = False
         self.error_reported = False
+        #: An account limit Gradium named for the whole socket (kind, its words), if any.
+        self.refusal: tuple[Any, str] | None = None
         self.receive_task: asyncio.Task | None = None
 
     @property
@@ -274,7 +278,7 @@ class StandbyPool:
             if self._usable(candidate):
                 sock = candidate
                 break
-            self._discard(candidate)
+            self._drop_idle(candidate)
         if sock is not None:
             watcher = self._watchers.pop(sock, None)
             if watcher:
@@ -325,6 +329,17 @@ class StandbyPool:
     def _usable(self, sock: GradiumSocket) -> bool:
         return sock.is_open and sock.age < self.max_age_s
 
+    def _drop_idle(self, sock: GradiumSocket) -> None:
+        """Close an idle socket that cannot be used; one the server closed young counts.
+
+        A server that closes sockets right after their handshake (a plan's concurrency cap
+        counting open sockets) must slow the refills down, not meet a new one at once.
+        """
+        closed_by_server = not sock.closing and sock.ws.state is not State.OPEN
+        self._discard(sock)
+        if closed_by_server:
+            self.note_idle_death(sock.age)
+
     def _discard(self, sock: GradiumSocket) -> None:
         watcher = self._watchers.pop(sock, None)
         if watcher:
@@ -350,7 +365,7 @@ class StandbyPool:
             for sock in list(self._idle):
                 if not self._usable(sock):
                     self._idle.remove(sock)
-                    self._discard(sock)
+                    self._drop_idle(sock)
             size = self.size
             if len(self._idle) >= size:
                 if not self._idle:

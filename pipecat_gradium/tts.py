@@ -7,6 +7,7 @@ everything about one answer (attempts, faults, timer, audio, words); sockets liv
 :mod:`pipecat_gradium.reachability`. Every error the user sees is pushed from here.
 """
 
+import asyncio
 import os
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
@@ -40,9 +41,12 @@ from pipecat_gradium.phrases import ChunkMode, PhraseAggregator
 from pipecat_gradium.pipecat_compat import complete_without_words, missing_members
 from pipecat_gradium.playback import UNSUPPORTED, next_context_item
 from pipecat_gradium.protocol import (
+    POLICY_VIOLATION,
+    ErrorKind,
     ServerError,
     ServerMessage,
     build_json_config,
+    error_kind,
     mask_secrets,
     output_format_for_rate,
     setup_message,
@@ -50,6 +54,7 @@ from pipecat_gradium.protocol import (
 from pipecat_gradium.reachability import Reachability, rejected_key_status
 from pipecat_gradium.sockets import GradiumSocket, ServiceSockets, StandbyPool
 from pipecat_gradium.tracing import note_first_audio, traced_tts
+from pipecat_gradium.voices import voice_exists
 
 DEFAULT_URL = "wss://api.gradium.ai/api/speech/tts"
 DEFAULT_VOICE = "YTpq7expH9539ERJ"
@@ -88,8 +93,16 @@ class GradiumStreamingTTSTuning:
         max_socket_age_s: A socket this old takes no new request (Gradium ends sessions at
             300 s).
         connect_timeout_s: Limit on one WebSocket handshake.
-        first_audio_timeout_s: Longest wait for audio Gradium owes (a cold start, a stall
-            after the answer ended); past it the answer ends with one error.
+        first_audio_timeout_s: Longest wait for an answer's first audio once Gradium owes it
+            (a cold start); past it the answer ends with one error.
+        stall_timeout_s: Once audio flows, longest silence while Gradium owes words already
+            flushed (or the answer's end); past it the request counts as lost and the answer
+            goes on from the first unheard word on a fresh socket. While the pipeline ends
+            (``EndFrame``), no audio is waited for longer than this.
+        retry_for_s: Sent in every setup: how long Gradium may retry allocating a worker
+            before it fails the request (its window for brief worker shortages).
+        limit_wait_s: Longest an answer waits for a free session when the account's plan
+            concurrency limit is reached, retrying with back-off.
         probe_backoff_s: First wait before probing an unreachable Gradium again.
         probe_backoff_max_s: Longest wait between probes (doubling from the first).
         audio_batch_s: While Gradium is more than 0.5 s ahead of playback, its 80 ms chunks
@@ -102,6 +115,9 @@ class GradiumStreamingTTSTuning:
     max_socket_age_s: float = 240.0
     connect_timeout_s: float = 10.0
     first_audio_timeout_s: float = 10.0
+    stall_timeout_s: float = 3.0
+    retry_for_s: float = 2.0
+    limit_wait_s: float = 10.0
     probe_backoff_s: float = 0.5
     probe_backoff_max_s: float = 5.0
     audio_batch_s: float = DEFAULT_BATCH_S
@@ -115,6 +131,8 @@ class GradiumStreamingTTSTuning:
         positive = {
             "connect_timeout_s": self.connect_timeout_s,
             "first_audio_timeout_s": self.first_audio_timeout_s,
+            "stall_timeout_s": self.stall_timeout_s,
+            "limit_wait_s": self.limit_wait_s,
             "probe_backoff_s": self.probe_backoff_s,
             "probe_backoff_max_s": self.probe_backoff_max_s,
             "max_socket_age_s": self.max_socket_age_s,
@@ -122,10 +140,10 @@ class GradiumStreamingTTSTuning:
         for name, value in positive.items():
             if value <= 0:
                 raise ValueError(f"GradiumStreamingTTSService.Tuning: {name} must be > 0")
-        if self.max_chunk_chars < 1 or self.audio_batch_s < 0:
+        if self.max_chunk_chars < 1 or self.audio_batch_s < 0 or self.retry_for_s < 0:
             raise ValueError(
-                "GradiumStreamingTTSService.Tuning: max_chunk_chars must be >= 1 and "
-                "audio_batch_s >= 0"
+                "GradiumStreamingTTSService.Tuning: max_chunk_chars must be >= 1, "
+                "audio_batch_s and retry_for_s >= 0"
             )
 
 
@@ -274,6 +292,10 @@ class GradiumStreamingTTSService(WebsocketTTSService):
         self._text_aggregator = self._phrases
         self._answers: dict[str, Answer] = {}
         self._sockets: ServiceSockets | None = None
+        self._ending = False
+        self._capped_reported = False  # the plan's concurrency limit is said once
+        self._rejected_voice: str | None = None  # a voice Gradium does not know, said once
+        self._voice_check: asyncio.Task | None = None
         self._answer_config: AnswerConfig | None = None
         self._output_format = "pcm_48000"
         self._reachability = Reachability(
@@ -334,6 +356,8 @@ class GradiumStreamingTTSService(WebsocketTTSService):
             max_chunk_chars=tuning.max_chunk_chars,
             quiet_flush_s=self._quiet_flush_s,
             first_audio_timeout_s=tuning.first_audio_timeout_s,
+            stall_timeout_s=tuning.stall_timeout_s,
+            limit_wait_s=tuning.limit_wait_s,
             keepalive_s=max(self._stop_frame_timeout_s / 2, 0.01),
             audio_batch_s=tuning.audio_batch_s,
         )
@@ -347,6 +371,8 @@ class GradiumStreamingTTSService(WebsocketTTSService):
             # Every service of the process with this URL and key shares the standby sockets.
             share_key=StandbyPool.sharing_key(self._url, self._api_key),
         )
+        self._ending = False
+        self._check_voice()
         await self._connect_websocket()
 
     async def stop(self, frame: EndFrame):
@@ -363,6 +389,7 @@ class GradiumStreamingTTSService(WebsocketTTSService):
             remaining = await self._text_aggregator.flush()
             if remaining and remaining.text.strip():
                 await self._handle_aggregated_text(self._aggregated_text_frame(remaining))
+        self._ending = True  # audio still owed is waited for stall_timeout_s at most
         for answer in list(self._answers.values()):
             await answer.end()
         await super().stop(frame)
@@ -379,6 +406,9 @@ class GradiumStreamingTTSService(WebsocketTTSService):
 
     async def _disconnect_websocket(self):
         """Close every socket (used at stop and cancel)."""
+        if self._voice_check is not None:
+            await self.cancel_task(self._voice_check)
+            self._voice_check = None
         for answer in list(self._answers.values()):
             await answer.drop()
         await self._reachability.stop()
@@ -500,6 +530,11 @@ class GradiumStreamingTTSService(WebsocketTTSService):
             return None
         if answer is None:
             answer = self._new_answer(context_id, kind)
+        if self._rejected_voice is not None and self._rejected_voice == str(self._settings.voice):
+            # Said once already, naming the voice: no request, no second error.
+            answer.mark_cut()
+            answer.reported = True
+            return None
         return answer if await answer.start() else None
 
     def _new_answer(self, context_id: str, kind: AnswerKind) -> Answer:
@@ -559,6 +594,9 @@ class GradiumStreamingTTSService(WebsocketTTSService):
             The changed fields with their previous values.
         """
         changed = await super()._update_settings(delta)
+        if "voice" in changed:
+            self._rejected_voice = None
+            self._check_voice()
         try:
             self._json_config()
         except ValueError as e:
@@ -635,10 +673,14 @@ class GradiumStreamingTTSService(WebsocketTTSService):
             model_name=_given(s.model) or "default",
             json_config=self._json_config(),
             pronunciation_id=_given(s.pronunciation_id),
+            retry_for_s=self._tuning.retry_for_s,
         )
 
     def may_continue(self, answer: Answer) -> bool:
-        """Whether a cut attempt may go on: the key holds and the audio context is open.
+        """Whether a cut attempt may go on: the key holds and the answer still plays.
+
+        An answer whose request failed before its first phrase has no audio context yet: it
+        still goes on.
 
         Args:
             answer: The answer.
@@ -646,9 +688,70 @@ class GradiumStreamingTTSService(WebsocketTTSService):
         Returns:
             Whether a continuation may be opened.
         """
-        return not self._reachability.key_rejected and self.audio_context_available(
-            answer.context_id
+        if self._reachability.key_rejected:
+            return False
+        if self.audio_context_available(answer.context_id):
+            return True
+        return answer.first_audio_at is None and self._answers.get(answer.context_id) is answer
+
+    @property
+    def ending(self) -> bool:
+        """Whether the pipeline is ending (an ``EndFrame`` arrived)."""
+        return self._ending
+
+    async def concurrency_capped(self, answer: Answer | None, message: str) -> None:
+        """Gradium refused a session for the account's concurrency cap: say so once.
+
+        Args:
+            answer: The answer that met it (None: a socket of the service's own).
+            message: Gradium's words.
+        """
+        if answer is not None:
+            answer.reported = True  # its wait and retry follow; Pipecat need not repeat it
+        if self._capped_reported:
+            return
+        self._capped_reported = True
+        await self.report(
+            None,
+            f"Gradium refused a session: the account's plan concurrency limit is reached "
+            f"({message}). Each call holds one socket and every process keeps "
+            f"standby_sockets={self._standby_sockets} more for barge-ins; answers wait for a "
+            "free session and retry. Raise the plan's limit, or lower standby_sockets.",
+            ErrorCategory.RATE_LIMIT,
         )
+
+    async def voice_rejected(self, answer: Answer | None, message: str) -> None:
+        """Gradium does not know the voice: say so once, naming it; no request retries it.
+
+        Args:
+            answer: The answer set up with it (None: the check at start).
+            message: Gradium's words, or the check's.
+        """
+        voice = str(self._settings.voice)
+        if answer is not None:
+            answer.reported = True
+        if self._rejected_voice == voice:
+            return
+        self._rejected_voice = voice
+        await self.report(
+            None,
+            f"Gradium does not know the voice {voice!r} ({message}): check the voice id in "
+            "settings (GradiumStreamingTTSService.Settings(voice=...)); answers are not spoken "
+            "until it changes.",
+            ErrorCategory.INVALID_REQUEST,
+        )
+
+    def _check_voice(self) -> None:
+        """Ask Gradium's REST API, in the background, whether the voice exists."""
+        if self._voice_check is not None and not self._voice_check.done():
+            return
+        self._voice_check = self.create_task(self._run_voice_check(), name="gradium-voice-check")
+
+    async def _run_voice_check(self) -> None:
+        voice = str(self._settings.voice)
+        exists = await voice_exists(self._url, self._api_key, voice)
+        if exists is False and str(self._settings.voice) == voice:
+            await self.voice_rejected(None, "not found by Gradium's voice look-up")
 
     async def report(
         self,
@@ -754,8 +857,15 @@ class GradiumStreamingTTSService(WebsocketTTSService):
 
     async def _on_socket_error(self, sock: GradiumSocket, msg: ServerError) -> None:
         """An error Gradium sent for a whole socket (no ``client_req_id``)."""
-        if msg.is_auth:
+        kind = msg.kind
+        if kind is ErrorKind.KEY:
             await self._reject_key(msg.message)
+            return
+        if kind in (ErrorKind.CONCURRENCY, ErrorKind.SESSION_LIMIT):
+            # A limit of the account, not a fault: the close that follows says what happens.
+            sock.refusal = (kind, msg.message)
+            if kind is ErrorKind.CONCURRENCY:
+                await self.concurrency_capped(None, msg.message)
             return
         sock.error_reported = True
         await self.report(
@@ -771,6 +881,15 @@ class GradiumStreamingTTSService(WebsocketTTSService):
         carried: list[Answer] = [a for a in sock.requests.values() if a.carried_by(sock)]
         for answer in carried:
             await answer.flush_audio()  # what arrived was heard: it goes before what follows
+        refusal = sock.refusal or self._close_refusal(sock)
+        if refusal is not None and refusal[0] is ErrorKind.CONCURRENCY:
+            await self.concurrency_capped(None, refusal[1])
+            for answer in carried:
+                if answer.fail() is not None:
+                    await answer.wait_for_slot()
+            return
+        if refusal is not None:
+            reason = f"closed by Gradium at its {refusal[1]!r} limit"
         # An attempt that failed already is being continued or cut by the fault that failed it.
         lost = [a for a in carried if a.fail() is not None]
         if not lost:
@@ -791,6 +910,18 @@ class GradiumStreamingTTSService(WebsocketTTSService):
                 answer.reported = True
         for answer in lost:
             await answer.continue_or_cut()
+
+    @staticmethod
+    def _close_refusal(sock: GradiumSocket) -> tuple[ErrorKind, str] | None:
+        """A close (1008) that names an account limit, when no error frame did."""
+        code = sock.ws.close_code
+        if code != POLICY_VIOLATION:
+            return None
+        reason = sock.ws.close_reason or ""
+        kind = error_kind(code, reason)
+        if kind in (ErrorKind.CONCURRENCY, ErrorKind.SESSION_LIMIT):
+            return kind, reason
+        return None
 
     async def _connect_failed(self, e: Exception, answer: Answer | None) -> None:
         """Report a failed connection once; count it when an answer needed it; probe."""

@@ -20,6 +20,7 @@ from collections.abc import Callable
 import pytest
 from loguru import logger
 from pipecat.frames.frames import (
+    InterruptionFrame,
     LLMFullResponseEndFrame,
     TTSStartedFrame,
 )
@@ -542,6 +543,42 @@ async def test_persistently_unreachable_gradium_reports_unusable_after_three_ans
         assert all(e.category == ErrorCategory.CONNECTIVITY for e in errors)
         assert "unusable" in errors[-1].error and not tts.is_usable
         assert len(emulator.stats.connections) == 4
+
+
+# --------------------------------------------------------------------------- barge-in under a fault
+
+
+def generated_after(requests: list[RequestStats], at: float) -> float:
+    """Seconds of audio Gradium generated for these requests after ``at``."""
+    return sum(duration for r in requests for sent, duration in r.audio_chunks if sent > at)
+
+
+async def test_barge_in_while_the_continuation_connects_sets_nothing_up():
+    """A reset, then a slow handshake for the continuation, and a barge-in during it."""
+    async with GradiumEmulator(api_key="test-key", latency=FAST) as emu:
+        emu.fault_next_connection(Fault.RESET_MID_ANSWER)
+        h = await run(service(emu, standby_sockets=0))
+        try:
+            # Every socket opened from now on takes a second to connect.
+            emu.latency = dataclasses.replace(emu.latency, handshake_s=1.0)
+            await h.speak_answer(LONG, tokens_per_s=60)
+            await h.up.wait_for(lambda: bool(h.errors()), timeout=10)  # the reset, reported
+            interrupted_at = time.monotonic()
+            await h.send(InterruptionFrame())
+            # The continuation's socket opens after the barge-in; then the next answer uses it.
+            await emu.stats.wait_for(lambda s: len(s.connections) >= 2, timeout=5)
+            await h.speak_answer(SHORT)
+            await h.down.wait_for(lambda: h.stopped() >= 2, timeout=10)
+        finally:
+            await h.stop()
+        first, *rest = emu.stats.requests
+        assert [r.client_req_id for r in rest] != [] and all(
+            "#" not in r.client_req_id for r in rest
+        )
+        assert len(rest) == 1 and rest[0].finished  # only the next answer
+        assert generated_after([first], interrupted_at) == 0.0
+        one_error(h, ErrorCategory.CONNECTIVITY)
+        await nothing_left_open(emu)
 
 
 # --------------------------------------------------------------------------- the rest

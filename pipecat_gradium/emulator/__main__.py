@@ -83,7 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m pipecat_gradium.emulator",
         description=(
             "A local Gradium TTS WebSocket server with an eSpeak NG voice.\n"
-            "Prints ws_url=... and base_url=..., then a log line per request; Ctrl-C stops it."
+            "Prints ws_url=... and base_url=..., then a log line per request; Ctrl-C stops it.\n"
+            "Control routes: GET /_emulator/stats, POST /_emulator/reset, POST /_emulator/latency"
+            ' (JSON latency fields),\nPOST /_emulator/no_workers ({"seconds": S}: no worker'
+            ' for S s; null: until {"seconds": 0}).\n'
+            "Voice routes (the gradium SDK's voice_get / voice_list): GET /api/voices/[ID]."
         ),
         epilog="faults (--fault NAME, or ?fault=NAME on one connection's URL):\n" + _fault_lines(),
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -4,6 +4,7 @@ It never imports the Pipecat service (or Pipecat at all): it is a standalone ser
 benchmarks and the offline demo. Run it from a shell with ``python -m pipecat_gradium.emulator``.
 """
 
+from .account import DEFAULT_VOICES, Account, CapCounts
 from .faults import Fault, Hold
 from .latency import LatencyModel
 from .normalize import WordReports
@@ -12,6 +13,9 @@ from .stats import ConnectionStats, EmulatorStats, RequestStats
 from .voice import VoiceUnavailableError
 
 __all__ = [
+    "DEFAULT_VOICES",
+    "Account",
+    "CapCounts",
     "ConnectionStats",
     "EmulatorStats",
     "Fault",

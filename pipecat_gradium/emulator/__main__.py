@@ -12,6 +12,7 @@ import contextlib
 import signal
 import sys
 
+from .account import CAP_COUNTS, DEFAULT_VOICES
 from .faults import Fault, parse_faults
 from .latency import LatencyModel
 from .server import GradiumEmulator
@@ -30,6 +31,8 @@ FAULT_HELP: dict[Fault, str] = {
     Fault.REFUSE_CONNECTION: "refuse the WebSocket upgrade with HTTP 503",
     Fault.REQUEST_ERROR: "after --fault-after-chunks chunks: error 1011 for that request only",
     Fault.RESET_MID_WORD: "from --fault-after-chunks chunks on: TCP reset inside a timed word",
+    Fault.STALL_MID_ANSWER: "after --fault-after-chunks chunks: nothing more, the socket left open",
+    Fault.NO_WORKER: "no worker for --no-worker-s after each setup; retry_for_s waits for one",
 }
 
 INSTALL_HINT = (
@@ -80,7 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m pipecat_gradium.emulator",
         description=(
             "A local Gradium TTS WebSocket server with an eSpeak NG voice.\n"
-            "Prints ws_url=... and base_url=..., then a log line per request; Ctrl-C stops it."
+            "Prints ws_url=... and base_url=..., then a log line per request; Ctrl-C stops it.\n"
+            "Control routes: GET /_emulator/stats, POST /_emulator/reset, POST /_emulator/latency"
+            ' (JSON latency fields),\nPOST /_emulator/no_workers ({"seconds": S}: no worker'
+            ' for S s; null: until {"seconds": 0}).\n'
+            "Voice routes (the gradium SDK's voice_get / voice_list): GET /api/voices/[ID]."
         ),
         epilog="faults (--fault NAME, or ?fault=NAME on one connection's URL):\n" + _fault_lines(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -139,7 +146,63 @@ def build_parser() -> argparse.ArgumentParser:
         default=2.0,
         help="seconds slow_first_audio adds before first audio (default: %(default)g)",
     )
+    flt(
+        "--no-worker-s",
+        type=float,
+        default=1.0,
+        help="seconds no_worker finds no worker after a setup (default: %(default)g)",
+    )
+    flt(
+        "--limit-error-frames",
+        action="store_true",
+        help="idle_timeout and session_limit send error 1008 naming the limit before their "
+        "close 1008, as Gradium does (default: off, the close alone)",
+    )
+    account = p.add_argument_group("the account")
+    acc = account.add_argument
+    acc(
+        "--max-sessions",
+        type=int,
+        default=None,
+        help="concurrent sessions allowed; over it: error 1008 'Concurrency limit exceeded', "
+        "close 1008 (default: no cap)",
+    )
+    acc(
+        "--cap-counts",
+        choices=CAP_COUNTS,
+        default="sockets",
+        help="what a session is: an open socket, or a request set up (default: %(default)s)",
+    )
+    acc(
+        "--voice",
+        action="append",
+        default=None,
+        metavar="ID",
+        help="a voice id of the catalogue; repeatable or comma-separated; an unknown voice_id "
+        "gets error 1011 'voice not found: ID', then close 1011 (default: any voice id; "
+        f"the voice list route lists {', '.join(DEFAULT_VOICES)})",
+    )
+    acc(
+        "--voice-check-s",
+        type=float,
+        default=0.3,
+        help="seconds from a setup with an unknown voice to its error (default: %(default)g)",
+    )
     return p
+
+
+def voices_from(args: argparse.Namespace) -> list[str] | None:
+    """The voice catalogue the options describe.
+
+    Args:
+        args: Parsed command-line options.
+
+    Returns:
+        The voice ids, or None when no ``--voice`` was given (every id accepted).
+    """
+    if args.voice is None:
+        return None
+    return [v.strip() for value in args.voice for v in value.split(",") if v.strip()]
 
 
 def latency_from(args: argparse.Namespace) -> LatencyModel:
@@ -179,6 +242,12 @@ async def run(args: argparse.Namespace) -> None:
         idle_timeout_s=args.idle_timeout_s,
         fault_after_chunks=args.fault_after_chunks,
         slow_first_audio_s=args.slow_first_audio_s,
+        no_worker_s=args.no_worker_s,
+        limit_error_frames=args.limit_error_frames,
+        max_sessions=args.max_sessions,
+        cap_counts=args.cap_counts,
+        voices=voices_from(args),
+        voice_check_s=args.voice_check_s,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -204,6 +273,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         parse_faults(args.fault)
         latency_from(args)  # validates the values before anything starts
+        if args.max_sessions is not None and args.max_sessions < 0:
+            raise ValueError(f"--max-sessions must be >= 0, not {args.max_sessions}")
+        if args.voice_check_s < 0 or args.no_worker_s < 0:
+            raise ValueError("--voice-check-s and --no-worker-s must be >= 0")
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

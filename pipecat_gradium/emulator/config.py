@@ -34,6 +34,8 @@ class RequestConfig:
         padding_bonus: Speaking-rate knob (negative is faster).
         close_ws_on_eos: Whether the server closes the socket after this request ends.
         rewrite_rules: ``json_config.rewrite_rules``: the text normalisation, or None.
+        voice_id: The voice asked for (``voice_id``, else the ``voice`` name), or None.
+        retry_for_s: The setup's retry window for worker allocation, or None when absent.
     """
 
     client_req_id: str | None
@@ -42,6 +44,8 @@ class RequestConfig:
     padding_bonus: float
     close_ws_on_eos: bool
     rewrite_rules: str | None = None
+    voice_id: str | None = None
+    retry_for_s: float | None = None
 
 
 def _json_config(value: Any) -> dict[str, Any]:
@@ -108,6 +112,16 @@ def parse_setup(msg: dict[str, Any]) -> RequestConfig:
     model = msg.get("model_name") or "default"
     if not isinstance(model, str):
         raise SetupError("model_name must be a string")
+    voice_id = msg.get("voice_id")
+    if voice_id is None:
+        voice_id = msg.get("voice")
+    if voice_id is not None and not isinstance(voice_id, str):
+        raise SetupError("voice_id must be a string")
+    retry = msg.get("retry_for_s")
+    if retry is not None and (isinstance(retry, bool) or not isinstance(retry, int | float)):
+        raise SetupError("retry_for_s must be a number of seconds")
+    if retry is not None and not 0 <= retry < float("inf"):
+        raise SetupError(f"retry_for_s={retry} must be a finite number of seconds >= 0")
     config = _json_config(msg.get("json_config"))
     return RequestConfig(
         client_req_id=req_id,
@@ -116,4 +130,6 @@ def parse_setup(msg: dict[str, Any]) -> RequestConfig:
         padding_bonus=float(config.get("padding_bonus", 0.0)),
         close_ws_on_eos=close,
         rewrite_rules=config.get("rewrite_rules"),
+        voice_id=voice_id,
+        retry_for_s=float(retry) if retry is not None else None,
     )

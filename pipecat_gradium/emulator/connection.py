@@ -13,6 +13,7 @@ from typing import Any, Protocol
 from aiohttp import WSMsgType, web
 from loguru import logger
 
+from .account import Account, Slot, concurrency_message
 from .config import SetupError, parse_setup
 from .faults import Fault, FaultTiming, Hold
 from .latency import DelayLine, LatencyModel
@@ -43,6 +44,15 @@ class Host(Protocol):
         """The server's stats, which every connection and request adds to."""
         ...
 
+    @property
+    def account(self) -> Account:
+        """The account behind the key: its cap, voices and workers."""
+        ...
+
+    def take_session(self, stats: ConnectionStats) -> Slot | None:
+        """A place under the concurrency cap for this connection, or None (the refusal counted)."""
+        ...
+
     def take_request_faults(self) -> set[Fault]:
         """The faults asked for the next request, on any socket."""
         ...
@@ -63,6 +73,8 @@ class Connection:
         faults: The faults applied to it.
         timing: When faults fire.
         word_reports: What its requests' word reports carry for rewritten words.
+        session: Its place under the concurrency cap when the cap counts sockets: released
+            as soon as the connection's end is decided (before its close frame goes out).
     """
 
     def __init__(
@@ -75,6 +87,7 @@ class Connection:
         faults: set[Fault],
         timing: FaultTiming,
         word_reports: WordReports,
+        session: Slot | None = None,
     ) -> None:
         """Create the connection (call :meth:`serve` to run it)."""
         self.host = host
@@ -84,6 +97,7 @@ class Connection:
         self.faults = faults
         self.timing = timing
         self.word_reports = word_reports
+        self.session = session
         self.client_gone = False
         self.requests: dict[str | None, Request] = {}  # active requests by client_req_id
         self._all_requests: list[Request] = []
@@ -213,6 +227,8 @@ class Connection:
             await asyncio.wait({reader, self._end}, return_when=asyncio.FIRST_COMPLETED)
             end = self._end.result() if self._end.done() else _End("client")
             self._finish(end)
+            if self.session is not None:
+                self.session.release()
             if end.kind == "client":
                 # Closing the socket stops generation: record it before cancelling anything.
                 self.client_gone = True
@@ -236,6 +252,8 @@ class Connection:
                 self._reset()
             self.stats.closed_by = end.kind
         finally:
+            if self.session is not None:
+                self.session.release()
             self.stats.closed_at = time.monotonic()
             for req in self._all_requests:
                 if not req.stats.finished:
@@ -263,9 +281,33 @@ class Connection:
                 pass
         transport.abort()
 
+    async def refuse_for_cap(self, req_id: str | None = None) -> None:
+        """Refuse this socket for the concurrency cap: error 1008 (``req_id`` if a setup's), close.
+
+        Args:
+            req_id: The ``client_req_id`` of the setup that met the cap, if any.
+        """
+        self.stats.cap_refused = True
+        message = concurrency_message(self.host.account.max_sessions or 0)
+        msg: dict[str, Any] = {"type": "error", "message": message, "code": 1008}
+        if req_id is not None:
+            msg["client_req_id"] = req_id
+        logger.info(f"emulator: connection {self.stats.id}: {message}")
+        await self.send(msg)
+        self.request_close(1008, "concurrency limit exceeded")
+
+    async def _limit_close(self, message: str, reason: str) -> None:
+        if self.timing.limit_error_frames:
+            logger.info(f"emulator: connection {self.stats.id}: error 1008: {message}")
+            await self.send({"type": "error", "message": message, "code": 1008})
+        self.request_close(1008, reason)
+
     async def _session_limit(self) -> None:
-        await asyncio.sleep(self.timing.session_limit_s)
-        self.request_close(1008, "session limit reached")
+        limit = self.timing.session_limit_s
+        await asyncio.sleep(limit)
+        await self._limit_close(
+            f"session limit reached: a session lasts at most {limit:g} s", "session limit reached"
+        )
 
     async def _idle_timeout(self) -> None:
         while True:
@@ -276,7 +318,10 @@ class Connection:
                 # A socket still generating audio is not idle, however long since the client spoke.
                 if any(r.stats.texts for r in self.requests.values()):
                     continue
-                self.request_close(1008, "idle timeout")
+                await self._limit_close(
+                    f"idle timeout: no message from the client for {self.timing.idle_timeout_s:g} s",
+                    "idle timeout",
+                )
                 return
 
     async def _read_loop(self) -> None:
@@ -389,9 +434,18 @@ class Connection:
             client_req_id=config.client_req_id,
             setup=msg,
             setup_at=time.monotonic(),
+            voice_id=config.voice_id,
+            retry_for_s=config.retry_for_s,
         )
         self.stats.requests.append(stats)
         self.host.stats.requests.append(stats)
+        slot: Slot | None = None
+        if self.host.account.cap_counts == "requests":
+            slot = self.host.take_session(self.stats)
+            if slot is None:
+                stats.error = concurrency_message(self.host.account.max_sessions or 0)
+                await self.refuse_for_cap(req_id)
+                return
         faults = self.host.take_request_faults()
         stats.faults = sorted(f.value for f in faults)
         req = Request(
@@ -402,7 +456,9 @@ class Connection:
             faults=self.faults | faults,
             timing=self.timing,
             word_reports=self.word_reports,
+            account=self.host.account,
             hold=self.host.take_hold(req_id),
+            slot=slot,
         )
         self.requests[config.client_req_id] = req
         self._all_requests.append(req)

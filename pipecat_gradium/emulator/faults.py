@@ -22,9 +22,11 @@ class Fault(str, Enum):
     RESET_MID_ANSWER = "reset_mid_answer"
     """After ``fault_after_chunks`` audio chunks: abrupt TCP reset, no close frame."""
     SESSION_LIMIT = "session_limit"
-    """Close (1008, reason "session limit reached") ``session_limit_s`` after the upgrade."""
+    """Close (1008, reason "session limit reached") ``session_limit_s`` after the upgrade;
+    with ``limit_error_frames``, an error 1008 naming the limit goes first."""
     IDLE_TIMEOUT = "idle_timeout"
-    """Close (1008, reason "idle timeout") after ``idle_timeout_s`` without a client message."""
+    """Close (1008, reason "idle timeout") after ``idle_timeout_s`` without a client message;
+    with ``limit_error_frames``, an error 1008 naming the limit goes first."""
     SLOW_FIRST_AUDIO = "slow_first_audio"
     """Add ``slow_first_audio_s`` before each request's first audio."""
     MALFORMED_JSON = "malformed_json"
@@ -39,6 +41,12 @@ class Fault(str, Enum):
     RESET_MID_WORD = "reset_mid_word"
     """From ``fault_after_chunks`` audio chunks on: a TCP reset at the first chunk boundary
     that falls inside a word whose timing was already sent."""
+    STALL_MID_ANSWER = "stall_mid_answer"
+    """After ``fault_after_chunks`` audio chunks the request sends nothing more (no audio, word
+    or end_of_stream) while the socket stays open, until the client closes it."""
+    NO_WORKER = "no_worker"
+    """The setup finds no worker for ``no_worker_s`` from its arrival: it waits up to its
+    ``retry_for_s``, then gets error 1011 "no worker available" if the window outlasts it."""
 
     @property
     def per_request(self) -> bool:
@@ -54,6 +62,8 @@ _PER_REQUEST = frozenset(
         Fault.REQUEST_ERROR,
         Fault.SLOW_FIRST_AUDIO,
         Fault.MALFORMED_JSON,
+        Fault.STALL_MID_ANSWER,
+        Fault.NO_WORKER,
     }
 )
 
@@ -94,12 +104,17 @@ class FaultTiming:
         session_limit_s: Seconds after which ``Fault.SESSION_LIMIT`` closes a connection.
         idle_timeout_s: Seconds without a client message after which ``Fault.IDLE_TIMEOUT``
             closes a connection.
+        no_worker_s: How long ``Fault.NO_WORKER`` finds no worker for a setup.
+        limit_error_frames: Whether the session and idle limits send an error frame (1008,
+            naming the limit) before their close.
     """
 
     after_chunks: int
     slow_first_audio_s: float
     session_limit_s: float
     idle_timeout_s: float
+    no_worker_s: float = 1.0
+    limit_error_frames: bool = False
 
 
 class Hold:

@@ -14,6 +14,7 @@ import numpy as np
 from loguru import logger
 
 from . import voice
+from .account import Account, Slot
 from .audio import CHUNK_S, encode, resample, wav_header
 from .config import RequestConfig
 from .faults import Fault, FaultTiming, Hold
@@ -86,7 +87,10 @@ class Request:
         faults: The faults it runs with (its connection's and its own).
         timing: When those faults fire.
         word_reports: What the word reports carry when ``rewrite_rules`` rewrites a word.
+        account: The account it runs under (its voices, whether a worker is free).
         hold: A hold to honour, if a test asked for one.
+        slot: Its place under the concurrency cap when the cap counts requests: released when
+            the request ends (end_of_stream or error sent, or the socket closed).
     """
 
     def __init__(
@@ -99,7 +103,9 @@ class Request:
         faults: set[Fault],
         timing: FaultTiming,
         word_reports: WordReports,
+        account: Account,
         hold: Hold | None = None,
+        slot: Slot | None = None,
     ) -> None:
         """Create the request (call :meth:`start` to run it)."""
         self.owner = owner
@@ -109,7 +115,9 @@ class Request:
         self.faults = faults
         self.timing = timing
         self.word_reports = word_reports
+        self.account = account
         self.hold = hold
+        self.slot = slot
         self.text = ""
         self.eos = False
         self.done = False
@@ -131,6 +139,7 @@ class Request:
     async def stop(self) -> None:
         """Stop generating now (socket closed): cancel the task and abort synthesis."""
         self.stopped = True
+        self._release_slot()
         if self._task is not None and not self._task.done():
             self._task.cancel()
             try:
@@ -186,6 +195,16 @@ class Request:
             msg["client_req_id"] = self.client_req_id
         return msg
 
+    def _release_slot(self) -> None:
+        if self.slot is not None:
+            self.slot.release()
+            self.slot = None
+
+    async def _fail(self, code: int, message: str, close: bool = False) -> None:
+        """End the request with an error; its cap slot is free before the client hears of it."""
+        self._release_slot()
+        await self.owner.request_error(self, code, message, close=close)
+
     async def _run(self) -> None:
         try:
             await self._generate()
@@ -193,10 +212,36 @@ class Request:
             raise
         except Exception as exc:  # a bug in the emulator: tell the client like Gradium would
             logger.exception("emulator: request failed")
-            await self.owner.request_error(self, 1011, f"internal error: {exc}", close=True)
+            await self._fail(1011, f"internal error: {exc}", close=True)
+        finally:
+            self._release_slot()
+
+    async def _admit(self) -> bool:
+        """The account's checks before ``ready``: the voice, then a free worker.
+
+        Returns:
+            Whether the request may go on (if not, its error was sent).
+        """
+        voice_id = self.config.voice_id
+        if voice_id is not None and not self.account.knows_voice(voice_id):
+            # Gradium loads the voice before it answers: the rejection comes after a while.
+            await asyncio.sleep(self.account.voice_check_s)
+            await self._fail(1011, f"voice not found: {voice_id}", close=True)
+            return False
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        busy_until = start + self.timing.no_worker_s if Fault.NO_WORKER in self.faults else None
+        free = await self.account.wait_for_worker(self.config.retry_for_s or 0.0, busy_until)
+        self.stats.worker_wait_s = loop.time() - start
+        if not free:
+            await self._fail(1011, "no worker available")
+            return False
+        return True
 
     async def _generate(self) -> None:
         lat = self.latency
+        if not await self._admit():
+            return
         await asyncio.sleep(lat.setup_s)
         fmt = self.config.output
         await self.owner.send(
@@ -245,6 +290,7 @@ class Request:
                     return
             if seg.flushed and Fault.UNKNOWN_MESSAGES in self.faults:
                 await self.owner.send(self._msg({"type": "flushed"}))
+        self._release_slot()
         await self.owner.send(self._msg({"type": "end_of_stream"}))
         self.done = True
         self.stats.finished = True
@@ -408,15 +454,11 @@ class Request:
         if chunks_sent == self.timing.after_chunks:
             if Fault.REQUEST_ERROR in faults:
                 self.done = True
-                await self.owner.request_error(
-                    self, 1011, "internal error (emulated request fault)"
-                )
+                await self._fail(1011, "internal error (emulated request fault)")
                 return
             if Fault.ERROR_MID_ANSWER in faults:
                 self.done = True
-                await self.owner.request_error(
-                    self, 1011, "internal error (emulated fault)", close=True
-                )
+                await self._fail(1011, "internal error (emulated fault)", close=True)
                 return
             if Fault.RESET_MID_ANSWER in faults:
                 self.done = True
@@ -424,6 +466,12 @@ class Request:
                 return
             if Fault.MALFORMED_JSON in faults:
                 await self.owner.send_raw("{this is not json")
+            if Fault.STALL_MID_ANSWER in faults:
+                # Nothing more for this request, the socket left open: wait to be stopped.
+                self.stats.stalled_at = time.monotonic()
+                self.owner.stats_changed()
+                logger.info(f"emulator: request {self.client_req_id or '-'} stalls")
+                await asyncio.get_running_loop().create_future()
         if self.hold is not None and chunks_sent == self.hold.chunks:
             self.hold.reached.set()
             await self.hold.wait_released()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from types import TracebackType
 from typing import Any
 
@@ -12,13 +12,15 @@ from aiohttp import web
 from loguru import logger
 
 from . import voice
+from .account import Account, CapCounts, Slot
 from .connection import Connection
 from .faults import Fault, FaultTiming, Hold, parse_faults
 from .latency import LatencyModel
 from .normalize import WordReports
-from .stats import EmulatorStats
+from .stats import ConnectionStats, EmulatorStats
 
 TTS_ROUTES = ("/api/speech/tts", "/speech/tts")
+VOICE_ROUTES = ("/api/voices", "/voices")
 
 
 class GradiumEmulator:
@@ -41,10 +43,78 @@ class GradiumEmulator:
             closes a connection.
         fault_after_chunks: Audio chunks a request sends before a mid-answer fault fires.
         slow_first_audio_s: Extra delay ``Fault.SLOW_FIRST_AUDIO`` adds before first audio.
+        word_reports: What word reports carry for a rewritten word (see ``__init__``).
+        max_sessions: The account's concurrency cap (None: no cap).
+        cap_counts: What counts toward the cap: ``"sockets"`` or ``"requests"``.
+        voices: The account's voice catalogue (None: every voice id is accepted).
+        voice_check_s: Seconds from a setup with an unknown voice to its error.
+        no_worker_s: How long ``Fault.NO_WORKER`` finds no worker for a setup.
+        limit_error_frames: The session and idle limits send an error frame before closing.
 
     A connection takes ``session_limit_s``, ``idle_timeout_s``, ``fault_after_chunks``,
-    ``slow_first_audio_s`` and ``word_reports`` when it opens: changing those attributes on a
-    running emulator applies to the connections opened afterwards.
+    ``slow_first_audio_s``, ``no_worker_s``, ``limit_error_frames`` and ``word_reports`` when
+    it opens: changing those attributes on a running emulator applies to the connections
+    opened afterwards. The account's settings (:attr:`account`) apply at once.
+
+    **The account** (every limit off by default: no cap, any voice, a worker always free).
+    What a client can rely on:
+
+    * *Concurrency cap* (``max_sessions``; ``--max-sessions``). With
+      ``cap_counts="sockets"`` (``--cap-counts sockets``, the default) a session is an open
+      socket: a connection over the cap completes its handshake, then gets
+      ``{"type":"error","code":1008,"message":"Concurrency limit exceeded: N concurrent
+      sessions allowed"}`` (no ``client_req_id``; "session" singular when N is 1) and a close
+      1008 with reason ``"concurrency limit exceeded"``, right away. With
+      ``cap_counts="requests"`` a session is a request set up and not ended: a setup over the
+      cap gets the same error carrying its ``client_req_id`` (if it has one), then the socket
+      closes 1008 (whatever ``close_ws_on_eos`` says). A slot frees when its socket's end is
+      decided (before the close frame is sent), or, counting requests, when the request's
+      ``end_of_stream`` or error is about to be sent or its socket ends. The key is checked
+      first: a wrong key is never counted against the cap. Records:
+      ``stats.connections`` holds every attempt (refused ones too, with
+      ``ConnectionStats.cap_refused``), ``stats.cap_refusals`` counts the refusals and
+      ``stats.peak_sessions`` the most sessions held at once; ``emu.account.in_use`` is the
+      count now.
+    * *Voice catalogue* (``voices``; ``--voice ID``, repeatable). The voice is the setup's
+      ``voice_id``, else its ``voice``; a setup with neither uses the server's default voice
+      and is accepted. An unknown voice: no ``ready``; ``voice_check_s`` (default 0.3 s) after
+      the setup, ``{"type":"error","code":1011,"message":"voice not found: <id>"}`` with the
+      setup's ``client_req_id``, then a close 1011 (reason the same text), multiplexed or
+      not. Recorded as ``RequestStats.voice_id`` and ``RequestStats.error``.
+    * *Voice routes* (what the ``gradium`` SDK's ``voice_get`` / ``voice_list`` call):
+      ``GET {base_url}voices/{uid}`` returns Gradium's voice record (``uid``, ``name``,
+      ``description``, ``filename``, ``start_s``, ``is_catalog``, ``is_pro_clone``,
+      ``language``, ``tags``) for a voice a setup may use (with no catalogue: every id, so
+      the look-up never disagrees with the socket); any other id gets HTTP 404 with
+      ``{"detail": "voice not found: <id>"}`` (the SDK raises
+      ``aiohttp.ClientResponseError`` with ``status == 404`` and that text as its message).
+      ``GET {base_url}voices/`` lists the catalogue (or, with none, the ids in
+      ``DEFAULT_VOICES``: "YTpq7expH9539ERJ" and "_6Aslh2DxfmnRLmP"); the ids in
+      ``DEFAULT_VOICES`` are catalogue voices (``is_catalog`` true), listed only with
+      ``include_catalog=1``; ``skip`` and ``limit`` (0: all) page it. A missing or wrong
+      ``x-api-key`` gets 401 ``{"detail": "invalid API key"}``. Every look-up is recorded in
+      ``stats.voice_lookups``.
+    * *No worker available* (:meth:`no_workers_for`, or ``Fault.NO_WORKER`` for
+      ``no_worker_s`` from one setup: ``fault_next_request(Fault.NO_WORKER)``,
+      ``--fault no_worker --no-worker-s S``, ``POST /_emulator/no_workers``). A setup that
+      finds no worker waits up to its ``retry_for_s`` (absent or 0: no wait) for one; if a
+      worker frees within it, the request goes on as usual (``ready`` comes ``setup_s`` after
+      the worker); otherwise ``{"type":"error","code":1011,"message":"no worker available"}``
+      with the setup's ``client_req_id``, before any ``ready`` or audio; the socket then
+      closes 1011 unless the request is multiplexed (a ``client_req_id`` and
+      ``close_ws_on_eos`` false), when only that request ends. Recorded as
+      ``RequestStats.retry_for_s`` (every setup's, None when absent),
+      ``RequestStats.worker_wait_s`` and ``RequestStats.error``. A ``retry_for_s`` that is not
+      a finite number >= 0 is a bad setup (error 1008).
+    * *Idle and session-duration limits* (``Fault.IDLE_TIMEOUT``, ``Fault.SESSION_LIMIT``).
+      With ``limit_error_frames`` (``--limit-error-frames``; off by default, today's close
+      alone) the close 1008 is preceded by an error frame without ``client_req_id``:
+      ``"idle timeout: no message from the client for S s"`` or ``"session limit reached: a
+      session lasts at most S s"``. The close reasons stay ``"idle timeout"`` and
+      ``"session limit reached"``.
+    * *Stall mid-answer* (``Fault.STALL_MID_ANSWER``): after ``fault_after_chunks`` audio
+      chunks the request sends nothing more (no audio, word or ``end_of_stream``), the socket
+      stays open until the client closes it; recorded as ``RequestStats.stalled_at``.
     """
 
     def __init__(
@@ -60,6 +130,12 @@ class GradiumEmulator:
         fault_after_chunks: int = 3,
         slow_first_audio_s: float = 2.0,
         word_reports: WordReports | str = WordReports.SPOKEN,
+        max_sessions: int | None = None,
+        cap_counts: CapCounts = "sockets",
+        voices: Collection[str] | None = None,
+        voice_check_s: float = 0.3,
+        no_worker_s: float = 1.0,
+        limit_error_frames: bool = False,
     ) -> None:
         """Configure the emulator (nothing runs until it is entered or started).
 
@@ -67,6 +143,9 @@ class GradiumEmulator:
         word (``"24"`` spoken as "twenty four"): ``"spoken"`` (one report per spoken word) or
         ``"source"`` (one report per source word, spanning its spoken words). Gradium's choice
         is not documented; the client must handle both.
+
+        Raises:
+            ValueError: If an account setting is out of range.
         """
         self.api_key = api_key
         self.host = host
@@ -78,6 +157,14 @@ class GradiumEmulator:
         self.fault_after_chunks = fault_after_chunks
         self.slow_first_audio_s = slow_first_audio_s
         self.word_reports = WordReports(word_reports)
+        self.no_worker_s = no_worker_s
+        self.limit_error_frames = limit_error_frames
+        self._account = Account(
+            max_sessions=max_sessions,
+            cap_counts=cap_counts,
+            voices=voices,
+            voice_check_s=voice_check_s,
+        )
         self.stats = EmulatorStats()
         self._handshake_rng = self.latency.rng("handshake")
         self._next_faults: list[Fault] = []
@@ -86,6 +173,47 @@ class GradiumEmulator:
         self._holds: list[Hold] = []
         self._connections: set[Connection] = set()
         self._runner: web.AppRunner | None = None
+
+    @property
+    def account(self) -> Account:
+        """The account behind the key.
+
+        Its ``max_sessions``, ``cap_counts``, ``voices`` and ``voice_check_s`` may be changed
+        at runtime; ``in_use`` is the number of sessions held now.
+        """
+        return self._account
+
+    def take_session(self, stats: ConnectionStats) -> Slot | None:
+        """A place under the concurrency cap, or None (the refusal is counted).
+
+        Args:
+            stats: The connection asking.
+
+        Returns:
+            The slot to release when the session ends, or None at the cap.
+        """
+        slot = self._account.take_slot()
+        if slot is None:
+            stats.cap_refused = True
+            self.stats.cap_refusals += 1
+        else:
+            self.stats.peak_sessions = max(self.stats.peak_sessions, self._account.in_use)
+        self.stats.changed()
+        return slot
+
+    def no_workers_for(self, seconds: float | None) -> None:
+        """Find no worker for any setup for ``seconds`` from now (None: until workers_back).
+
+        A setup in the window waits up to its ``retry_for_s`` for the window to end.
+
+        Args:
+            seconds: The window's length.
+        """
+        self._account.no_workers_for(seconds)
+
+    def workers_back(self) -> None:
+        """End a :meth:`no_workers_for` window now (setups waiting for a worker go on)."""
+        self._account.workers_back()
 
     @property
     def ws_url(self) -> str:
@@ -196,7 +324,12 @@ class GradiumEmulator:
         app = web.Application()
         for route in TTS_ROUTES:
             app.router.add_get(route, self._on_tts)
+        for route in VOICE_ROUTES:
+            app.router.add_get(route, self._on_voice_list)
+            app.router.add_get(route + "/", self._on_voice_list)
+            app.router.add_get(route + "/{uid}", self._on_voice_get)
         app.router.add_get("/_emulator/stats", self._on_stats)
+        app.router.add_post("/_emulator/no_workers", self._on_no_workers)
         app.router.add_post("/_emulator/reset", self._on_reset)
         app.router.add_post("/_emulator/latency", self._on_latency)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
@@ -262,7 +395,13 @@ class GradiumEmulator:
             slow_first_audio_s=self.slow_first_audio_s,
             session_limit_s=self.session_limit_s,
             idle_timeout_s=self.idle_timeout_s,
+            no_worker_s=self.no_worker_s,
+            limit_error_frames=self.limit_error_frames,
         )
+        key = request.headers.get("x-api-key")
+        key_ok = key == self.api_key and Fault.REJECT_KEY not in faults
+        counts_sockets = key_ok and self._account.cap_counts == "sockets"
+        session = self.take_session(conn_stats) if counts_sockets else None
         conn = Connection(
             self,
             ws,
@@ -271,20 +410,70 @@ class GradiumEmulator:
             faults=faults,
             timing=timing,
             word_reports=self.word_reports,
+            session=session,
         )
         self._connections.add(conn)
         try:
-            key = request.headers.get("x-api-key")
-            if key != self.api_key or Fault.REJECT_KEY in faults:
+            if not key_ok:
                 why = "missing" if key is None else "invalid"
                 await conn.send(
                     {"type": "error", "message": f"{why} API key (x-api-key)", "code": 1008}
                 )
                 conn.request_close(1008, f"{why} API key")
+            elif counts_sockets and session is None:
+                await conn.refuse_for_cap()
             await conn.serve()
         finally:
             self._connections.discard(conn)
         return ws
+
+    def _voice_key_error(self, request: web.Request) -> web.Response | None:
+        if request.headers.get("x-api-key") != self.api_key:
+            return web.json_response({"detail": "invalid API key"}, status=401)
+        return None
+
+    async def _on_voice_get(self, request: web.Request) -> web.Response:
+        uid = request.match_info["uid"]
+        self.stats.voice_lookups.append(uid)
+        self.stats.changed()
+        if (refused := self._voice_key_error(request)) is not None:
+            return refused
+        if not self._account.knows_voice(uid):
+            return web.json_response({"detail": f"voice not found: {uid}"}, status=404)
+        return web.json_response(self._account.voice_record(uid))
+
+    async def _on_voice_list(self, request: web.Request) -> web.Response:
+        self.stats.voice_lookups.append("")
+        self.stats.changed()
+        if (refused := self._voice_key_error(request)) is not None:
+            return refused
+        try:
+            skip = int(request.query.get("skip", "0"))
+            limit = int(request.query.get("limit", "100"))
+            catalog = request.query.get("include_catalog", "0").lower() in ("1", "true")
+            if skip < 0 or limit < 0:
+                raise ValueError("skip and limit must be >= 0")
+        except ValueError as exc:
+            return web.json_response({"detail": str(exc)}, status=422)
+        records = [self._account.voice_record(v) for v in self._account.listed_voices()]
+        records = [r for r in records if catalog or not r["is_catalog"]][skip:]
+        return web.json_response(records[:limit] if limit else records)
+
+    async def _on_no_workers(self, request: web.Request) -> web.Response:
+        try:
+            body: Any = await request.json()
+            seconds = body.get("seconds") if isinstance(body, dict) else None
+            if seconds is not None and (
+                isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0
+            ):
+                raise ValueError("seconds must be a number >= 0, or null (until 0 is posted)")
+        except (ValueError, json.JSONDecodeError) as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        if seconds == 0:
+            self.workers_back()
+        else:
+            self.no_workers_for(seconds)
+        return web.json_response({"ok": True})
 
     async def _on_stats(self, request: web.Request) -> web.Response:
         return web.json_response(self.stats.to_dict())

@@ -15,6 +15,13 @@ class RequestStats:
 
     Times are ``time.monotonic()`` values; audio times in ``words`` are seconds from the start
     of the request's audio.
+
+    Attributes:
+        voice_id: The voice the setup asked for (``voice_id``, else ``voice``), or None.
+        retry_for_s: The setup's ``retry_for_s`` (None when it sent none).
+        worker_wait_s: Seconds the setup waited for a worker (None until it got one or gave up).
+        stalled_at: When ``Fault.STALL_MID_ANSWER`` stopped the request, or None.
+        error: The message of the error that ended the request, or None.
     """
 
     connection_id: int
@@ -33,6 +40,10 @@ class RequestStats:
     left_open: bool = False
     error: str | None = None
     faults: list[str] = field(default_factory=list)
+    voice_id: str | None = None
+    retry_for_s: float | None = None
+    worker_wait_s: float | None = None
+    stalled_at: float | None = None
 
     @property
     def audio_s(self) -> float:
@@ -75,6 +86,10 @@ class RequestStats:
             "finished": self.finished,
             "left_open": self.left_open,
             "error": self.error,
+            "voice_id": self.voice_id,
+            "retry_for_s": self.retry_for_s,
+            "worker_wait_s": self.worker_wait_s,
+            "stalled_at": self.stalled_at,
         }
 
 
@@ -86,12 +101,16 @@ class ConnectionStats:
         closed_by: ``"client"``, ``"server"`` or ``"reset"`` once closed.
         close_code: The close code the server sent (None for a client close or a reset).
         faults: Values of the faults applied to this connection.
+        refused: Refused at the HTTP level (503: ``Fault.REFUSE_CONNECTION`` or an outage).
+        cap_refused: Closed 1008 for the concurrency cap (at its upgrade when the cap counts
+            sockets, at a setup when it counts requests).
     """
 
     id: int
     opened_at: float
     path: str
     refused: bool = False
+    cap_refused: bool = False
     closed_at: float | None = None
     closed_by: str | None = None
     close_code: int | None = None
@@ -111,6 +130,7 @@ class ConnectionStats:
             "closed_by": self.closed_by,
             "close_code": self.close_code,
             "refused": self.refused,
+            "cap_refused": self.cap_refused,
             "path": self.path,
             "faults": list(self.faults),
             "client_req_ids": [r.client_req_id for r in self.requests],
@@ -119,11 +139,23 @@ class ConnectionStats:
 
 @dataclass
 class EmulatorStats:
-    """Everything the emulator observed since start (or the last reset)."""
+    """Everything the emulator observed since start (or the last reset).
+
+    Attributes:
+        connections: Every connection attempt, refused ones included (in order).
+        requests: Every setup accepted for validation, refused ones included (in order).
+        total_text_messages: Text messages received.
+        cap_refusals: Sockets closed 1008 for the concurrency cap.
+        peak_sessions: The most sessions (as the cap counts them) in use at once.
+        voice_lookups: The voice ids asked of the voice routes ("" for a list), in order.
+    """
 
     connections: list[ConnectionStats] = field(default_factory=list)
     requests: list[RequestStats] = field(default_factory=list)
     total_text_messages: int = 0
+    cap_refusals: int = 0
+    peak_sessions: int = 0
+    voice_lookups: list[str] = field(default_factory=list)
     _event: asyncio.Event | None = field(default=None, repr=False, compare=False)
     _last_connection_id: int = field(default=0, repr=False, compare=False)
 
@@ -138,6 +170,9 @@ class EmulatorStats:
         self.connections.clear()
         self.requests.clear()
         self.total_text_messages = 0
+        self.cap_refusals = 0
+        self.peak_sessions = 0
+        self.voice_lookups.clear()
         self.changed()
 
     def new_connection(self, path: str, faults: list[str]) -> ConnectionStats:
@@ -198,6 +233,9 @@ class EmulatorStats:
             "connections": [c.to_dict() for c in self.connections],
             "requests": [r.to_dict() for r in self.requests],
             "total_text_messages": self.total_text_messages,
+            "cap_refusals": self.cap_refusals,
+            "peak_sessions": self.peak_sessions,
+            "voice_lookups": list(self.voice_lookups),
             "total_audio_s": sum(r.audio_s for r in self.requests),
             "audio_after_client_gone_s": sum(r.audio_after_client_gone_s for r in self.requests),
         }

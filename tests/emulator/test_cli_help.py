@@ -7,7 +7,17 @@ import sys
 from pipecat_gradium.emulator import Fault
 from pipecat_gradium.emulator.__main__ import FAULT_HELP, build_parser
 
-UNITS = ("ms", "milliseconds", "seconds", "words", "chunks", "real time", "0 to 1", "port")
+UNITS = (
+    "ms",
+    "milliseconds",
+    "seconds",
+    "words",
+    "chunks",
+    "sessions",
+    "real time",
+    "0 to 1",
+    "port",
+)
 
 
 def test_help_gives_every_options_unit_and_default():

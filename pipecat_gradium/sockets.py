@@ -547,6 +547,11 @@ class ServiceSockets:
             self._adopt(sock)
         else:
             sock = await self._open()
+        other = self._active.get(interruptible)
+        if other is not None and other is not sock:
+            # Another request of this kind got a socket while this one connected: one stays
+            # active, the other finishes what it carries and closes.
+            self.retire(other)
         self._active[interruptible] = sock
         self._schedule_refill()
         return sock

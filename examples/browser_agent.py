@@ -27,11 +27,9 @@ from pipecat.runner.types import RunnerArguments
 from pipecat.runner.utils import create_transport
 from pipecat.transports.base_transport import BaseTransport, TransportParams
 
-from pipecat_gradium import GradiumStreamingTTSService
-
 # The runner imports this file as __main__; its sibling modules are found through sys.path[0].
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from agent_pipeline import run_agent  # noqa: E402
+from agent_pipeline import make_tts, run_agent  # noqa: E402
 from scripted_llm import ScriptedLLMService  # noqa: E402
 
 load_dotenv(override=True)
@@ -60,19 +58,6 @@ def make_stt():
     from pipecat.services.deepgram.stt import DeepgramSTTService
 
     return DeepgramSTTService(api_key=os.getenv("DEEPGRAM_API_KEY"))
-
-
-async def make_tts(stack: AsyncExitStack) -> GradiumStreamingTTSService:
-    """Gradium with its key, else the embedded emulator (closed with the session)."""
-    if os.getenv("GRADIUM_API_KEY"):
-        return GradiumStreamingTTSService()
-    from pipecat_gradium.emulator import GradiumEmulator
-
-    emu = await stack.enter_async_context(GradiumEmulator())
-    logger.warning(
-        f"GRADIUM_API_KEY not set: speaking through the embedded emulator at {emu.ws_url}"
-    )
-    return GradiumStreamingTTSService(api_key=emu.api_key, url=emu.ws_url)
 
 
 async def run_bot(transport: BaseTransport, runner_args: RunnerArguments) -> None:

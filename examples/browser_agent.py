@@ -14,7 +14,8 @@ What it uses, by the keys it finds (in the environment or a ``.env`` file):
   (Deepgram STT and Silero VAD).
 
 The bot greets you when the page connects. Type while it speaks to interrupt it. Pipecat's runner
-options apply (``--host``, ``--port``, ``-t webrtc``; ``--help`` lists them).
+options apply (``--host``, ``--port``, ``-t webrtc``; ``--help`` lists them). Pipecat's eval
+harness connects to the runner's ``/ws`` route (``pipecat eval run evals/``).
 """
 
 import os
@@ -73,6 +74,13 @@ async def run_bot(transport: BaseTransport, runner_args: RunnerArguments) -> Non
         )
 
 
+def eval_params(audio_in: bool):
+    """The eval transport's parameters (imported only when the harness connects)."""
+    from pipecat.evals.transport import EvalTransportParams
+
+    return EvalTransportParams(audio_in_enabled=audio_in, audio_out_enabled=True)
+
+
 async def bot(runner_args: RunnerArguments):
     """Entry point for Pipecat's development runner."""
     audio_in = bool(os.getenv("DEEPGRAM_API_KEY"))
@@ -80,6 +88,8 @@ async def bot(runner_args: RunnerArguments):
         runner_args,
         {
             "webrtc": lambda: TransportParams(audio_in_enabled=audio_in, audio_out_enabled=True),
+            # Pipecat's eval harness (``pipecat eval run``) on the runner's /ws route.
+            "eval": lambda: eval_params(audio_in),
         },
     )
     await run_bot(transport, runner_args)

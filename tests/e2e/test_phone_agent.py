@@ -351,3 +351,27 @@ async def test_phone_call_greeting_barge_in_next_answer_and_hang_up(tmp_path):
     assert sockets and set(sockets) == {"LISTEN"}, sockets
     # Nothing but media and clear came back.
     assert figures["other_messages"] == []
+
+
+def test_extras_install_the_phone_agent_and_the_eval_harness():
+    import re
+    import tomllib
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+
+    def pipecat_extras(name: str) -> set[str]:
+        found = [re.search(r"pipecat-ai\[([^\]]+)\]", r) for r in extras[name]]
+        return {e.strip() for m in found if m for e in m.group(1).split(",")}
+
+    # The runner and its /ws route, Silero VAD, the keyed services, the emulator's voice.
+    assert {"websocket", "runner", "silero", "openai", "deepgram"} <= pipecat_extras("phone")
+    assert any(r.startswith("espeakng-loader") for r in extras["phone"])
+    # `pipecat eval run` is Pipecat's CLI; the suite runs it and the phone agent.
+    assert "cli" in pipecat_extras("evals")
+    assert {"websocket", "runner", "silero", "cli"} <= pipecat_extras("dev")
+    readme = (ROOT / "README.md").read_text()
+    assert 'pip install -e ".[phone]"' in readme
+    assert "python examples/phone_agent.py -t twilio -x" in readme
+    assert "pipecat eval run evals/ --bot-url ws://localhost:7860/ws" in readme

@@ -57,10 +57,7 @@ SYSTEM_PROMPT = (
     "You are a friendly voice assistant answering a phone call. Answer in one or two short "
     "spoken sentences, without lists, markdown or emoji."
 )
-GREETING = (
-    "Hello! You have reached a scripted stand-in, not a language model, speaking through "
-    "Gradium. Say something and I will answer."
-)
+GREETING = "Hello! You have reached a scripted stand-in speaking through Gradium. Say something."
 ANSWER = (
     "I heard {said}. This is answer number {turn}, and it is long on purpose, so that you can "
     "talk over me: the moment you speak, I stop, and when you finish, my next answer starts."

@@ -19,6 +19,7 @@ import asyncio
 import base64
 import collections
 import json
+import os
 import time
 from pathlib import Path
 
@@ -316,6 +317,7 @@ async def test_phone_call_greeting_barge_in_next_answer_and_hang_up(tmp_path):
         "tasks_left": int(ended.group(1)),
         "sockets_after_hang_up": sockets,
         "other_messages": caller.others,
+        "load_average": os.getloadavg(),
     }
     (ROOT / "out").mkdir(exist_ok=True)
     (ROOT / "out" / "phone_test.json").write_text(json.dumps(figures, indent=2) + "\n")

@@ -14,7 +14,8 @@ What it uses, by the keys it finds (in the environment or a ``.env`` file):
   (Deepgram STT and Silero VAD).
 
 The bot greets you when the page connects. Type while it speaks to interrupt it. Pipecat's runner
-options apply (``--host``, ``--port``, ``-t webrtc``; ``--help`` lists them).
+options apply (``--host``, ``--port``, ``-t webrtc``; ``--help`` lists them). Pipecat's eval
+harness connects to the runner's ``/ws`` route (``pipecat eval run evals/``).
 """
 
 import os
@@ -27,11 +28,9 @@ from pipecat.runner.types import RunnerArguments
 from pipecat.runner.utils import create_transport
 from pipecat.transports.base_transport import BaseTransport, TransportParams
 
-from pipecat_gradium import GradiumStreamingTTSService
-
 # The runner imports this file as __main__; its sibling modules are found through sys.path[0].
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from agent_pipeline import run_agent  # noqa: E402
+from agent_pipeline import make_tts, run_agent  # noqa: E402
 from scripted_llm import ScriptedLLMService  # noqa: E402
 
 load_dotenv(override=True)
@@ -62,19 +61,6 @@ def make_stt():
     return DeepgramSTTService(api_key=os.getenv("DEEPGRAM_API_KEY"))
 
 
-async def make_tts(stack: AsyncExitStack) -> GradiumStreamingTTSService:
-    """Gradium with its key, else the embedded emulator (closed with the session)."""
-    if os.getenv("GRADIUM_API_KEY"):
-        return GradiumStreamingTTSService()
-    from pipecat_gradium.emulator import GradiumEmulator
-
-    emu = await stack.enter_async_context(GradiumEmulator())
-    logger.warning(
-        f"GRADIUM_API_KEY not set: speaking through the embedded emulator at {emu.ws_url}"
-    )
-    return GradiumStreamingTTSService(api_key=emu.api_key, url=emu.ws_url)
-
-
 async def run_bot(transport: BaseTransport, runner_args: RunnerArguments) -> None:
     """Build the pipeline and run it until the page disconnects."""
     async with AsyncExitStack() as stack:
@@ -88,6 +74,13 @@ async def run_bot(transport: BaseTransport, runner_args: RunnerArguments) -> Non
         )
 
 
+def eval_params(audio_in: bool):
+    """The eval transport's parameters (imported only when the harness connects)."""
+    from pipecat.evals.transport import EvalTransportParams
+
+    return EvalTransportParams(audio_in_enabled=audio_in, audio_out_enabled=True)
+
+
 async def bot(runner_args: RunnerArguments):
     """Entry point for Pipecat's development runner."""
     audio_in = bool(os.getenv("DEEPGRAM_API_KEY"))
@@ -95,6 +88,8 @@ async def bot(runner_args: RunnerArguments):
         runner_args,
         {
             "webrtc": lambda: TransportParams(audio_in_enabled=audio_in, audio_out_enabled=True),
+            # Pipecat's eval harness (``pipecat eval run``) on the runner's /ws route.
+            "eval": lambda: eval_params(audio_in),
         },
     )
     await run_bot(transport, runner_args)

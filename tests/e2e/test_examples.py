@@ -12,6 +12,7 @@ import wave
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -55,9 +56,9 @@ def test_daily_agent_is_valid_python_with_a_bot_entry_point():
     assert {"bot", "run_bot"} <= names
 
 
-def run_daily_agent(*args: str) -> subprocess.CompletedProcess:
+def run_daily_agent(*args: str, keys: tuple[str, ...] = ("GRADIUM_API_KEY",)):
     env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
-    env["GRADIUM_API_KEY"] = "set"
+    env.update({key: "set" for key in keys})
     env["PYTHON_DOTENV_DISABLED"] = "1"  # a developer's .env must not fill the keys in
     return subprocess.run(
         [sys.executable, "examples/daily_agent.py", *args],
@@ -79,6 +80,37 @@ def test_daily_agent_names_every_missing_key_once_before_starting():
     assert "Pipecat" not in daily.stdout + daily.stderr.split("Missing")[0]
     webrtc = run_daily_agent("--transport=webrtc")
     assert "Missing DEEPGRAM_API_KEY, OPENAI_API_KEY:" in webrtc.stderr
+
+
+def test_daily_agent_without_its_extra_names_this_projects_extra():
+    # daily-python is imported only for --transport daily: nothing at module level.
+    tree = ast.parse((ROOT / "examples" / "daily_agent.py").read_text())
+    top_imports = [n.module for n in tree.body if isinstance(n, ast.ImportFrom) and n.module]
+    assert not [m for m in top_imports if "daily" in m]
+    daily = load_daily_agent()
+    missing = daily.missing_modules(["-t", "webrtc"])
+    assert "daily" not in missing
+    if not missing:
+        pytest.skip("the daily extra is installed here: the agent would start")
+    keys = ("GRADIUM_API_KEY", "DEEPGRAM_API_KEY", "OPENAI_API_KEY")
+    webrtc = run_daily_agent("-t", "webrtc", keys=keys)
+    assert webrtc.returncode == 1
+    assert 'install this project\'s daily extra: pip install -e ".[daily]"' in webrtc.stderr
+    assert webrtc.stderr.strip().count("\n") == 0 and "Traceback" not in webrtc.stderr
+    assert "uv add" not in webrtc.stderr
+
+
+def load_daily_agent():
+    spec = importlib.util.spec_from_file_location(
+        "daily_agent_checks", ROOT / "examples" / "daily_agent.py"
+    )
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    # Only the checks above the guard run: the module stops importing at Pipecat's services.
+    source = (ROOT / "examples" / "daily_agent.py").read_text()
+    head = source.split("from agent_pipeline import run_agent")[0]
+    exec(compile(head, spec.origin or "daily_agent.py", "exec"), module.__dict__)
+    return module
 
 
 def test_extras_install_both_transports_the_examples_use():

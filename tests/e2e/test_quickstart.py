@@ -40,3 +40,9 @@ def test_quickstart_writes_the_whole_answer_with_no_deprecation_warning(tmp_path
 
     spoken = len(synthesize("Your train leaves at eight fifteen.").samples) / ESPEAK_RATE
     assert seconds > 0.9 * spoken
+
+
+def test_readme_shows_the_quickstart_file_as_it_is():
+    readme = (ROOT / "README.md").read_text()
+    code = (ROOT / "examples" / "quickstart.py").read_text().rstrip("\n")
+    assert f"```python\n{code}\n```" in readme

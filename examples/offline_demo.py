@@ -8,8 +8,8 @@ conversation as it sounds in the room, on one clock:
   silent while the user speaks;
 - silence from the end of each user line to the bot's first sound: turn detection (0.2 s, as
   Pipecat's VAD waits by default), the LLM's first token, then the service's time to first audio;
-- the bot's audio played in real time, as a transport plays it (the service delivers it faster),
-  each 40 ms piece placed when it started playing;
+- the bot's audio played in real time, as a transport plays it (the service delivers it faster):
+  each 40 ms piece starts when it reaches the transport or when the previous one ends;
 - a barge-in: the user talks over the second answer once 1.6 s of it has played; the bot stops
   when the interruption reaches it (0.2 s into the user's line, as Pipecat's VAD needs that long
   to call it speech), what had not played is dropped as a transport drops it, and the third

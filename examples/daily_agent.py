@@ -15,6 +15,7 @@ Open the URL the runner prints (http://localhost:7860). For a first try with no 
 ``examples/browser_agent.py`` instead. Both run the pipeline in ``agent_pipeline.py``.
 """
 
+import importlib.util
 import os
 import sys
 
@@ -23,24 +24,52 @@ from dotenv import load_dotenv
 load_dotenv(override=True)
 
 
-def missing_keys(argv: list[str]) -> list[str]:
-    """The API keys this run needs that are not set (DAILY_API_KEY only for Daily)."""
-    needed = ["GRADIUM_API_KEY", "DEEPGRAM_API_KEY", "OPENAI_API_KEY"]
-    transport = next(
+def chosen_transport(argv: list[str]) -> str | None:
+    """The ``-t``/``--transport`` value on the command line (None: the runner's default)."""
+    return next(
         (argv[i + 1] for i, a in enumerate(argv[:-1]) if a in ("-t", "--transport")),
         next((a.split("=", 1)[1] for a in argv if a.startswith("--transport=")), None),
     )
-    if transport in (None, "daily") or "-d" in argv or "--direct" in argv:
+
+
+def missing_keys(argv: list[str]) -> list[str]:
+    """The API keys this run needs that are not set (DAILY_API_KEY only for Daily)."""
+    needed = ["GRADIUM_API_KEY", "DEEPGRAM_API_KEY", "OPENAI_API_KEY"]
+    if chosen_transport(argv) in (None, "daily") or "-d" in argv or "--direct" in argv:
         needed.append("DAILY_API_KEY")
     return [key for key in needed if not os.getenv(key)]
 
 
-if __name__ == "__main__" and (missing := missing_keys(sys.argv[1:])):
+def missing_modules(argv: list[str]) -> list[str]:
+    """The modules of this project's ``daily`` extra this run needs that are not installed."""
+    needed = ["deepgram", "openai", "onnxruntime", "fastapi", "uvicorn"]
+    transport = chosen_transport(argv)
+    if transport in (None, "daily") or "-d" in argv or "--direct" in argv:
+        needed.append("daily")
+    if transport in (None, "webrtc"):
+        needed.append("aiortc")
+    return [m for m in needed if importlib.util.find_spec(m) is None]
+
+
+def cannot_start(argv: list[str]) -> str | None:
+    """Everything missing for this run, in one line (None: it can start)."""
+    problems = []
+    if keys := missing_keys(argv):
+        problems.append(
+            f"Missing {', '.join(keys)}: set them in the environment or a .env file "
+            "(--transport webrtc needs no DAILY_API_KEY; examples/browser_agent.py needs none)"
+        )
+    if modules := missing_modules(argv):
+        problems.append(
+            f"{', '.join(modules)} not installed: install this project's daily extra: "
+            'pip install -e ".[daily]"'
+        )
+    return "; ".join(problems) + "." if problems else None
+
+
+if __name__ == "__main__" and (problem := cannot_start(sys.argv[1:])):
     # Said once, before Pipecat loads or anything starts.
-    sys.exit(
-        f"Missing {', '.join(missing)}: set them in the environment or a .env file "
-        "(--transport webrtc needs no DAILY_API_KEY; examples/browser_agent.py needs none)."
-    )
+    sys.exit(problem)
 
 from agent_pipeline import run_agent  # noqa: E402  (sys.path[0] is this file's folder)
 from pipecat.runner.types import RunnerArguments
@@ -48,7 +77,6 @@ from pipecat.runner.utils import create_transport
 from pipecat.services.deepgram.stt import DeepgramSTTService
 from pipecat.services.openai.llm import OpenAILLMService
 from pipecat.transports.base_transport import BaseTransport, TransportParams
-from pipecat.transports.daily.transport import DailyParams
 
 from pipecat_gradium import GradiumStreamingTTSService
 
@@ -76,8 +104,15 @@ async def run_bot(transport: BaseTransport, handle_sigint: bool) -> None:
 
 async def bot(runner_args: RunnerArguments):
     """Entry point for Pipecat's development runner."""
+
+    def daily_params():
+        # Imported only for Daily: --transport webrtc runs without daily-python.
+        from pipecat.transports.daily.transport import DailyParams
+
+        return DailyParams(audio_in_enabled=True, audio_out_enabled=True)
+
     params = {
-        "daily": lambda: DailyParams(audio_in_enabled=True, audio_out_enabled=True),
+        "daily": daily_params,
         "webrtc": lambda: TransportParams(audio_in_enabled=True, audio_out_enabled=True),
     }
     transport = await create_transport(runner_args, params)

@@ -37,12 +37,23 @@ AFTER_BARGE_IN = "You cut me off after: {heard}. "
 class ScriptedLLMService(LLMService):
     """Answers every context with a scripted reply, streamed like an LLM's tokens."""
 
-    def __init__(self, *, ttft_s: float = 0.3, tokens_per_s: float = 33.0, **kwargs):
+    def __init__(
+        self,
+        *,
+        ttft_s: float = 0.3,
+        tokens_per_s: float = 33.0,
+        greeting: str = GREETING,
+        answer: str = ANSWER,
+        **kwargs,
+    ):
         """Create the stand-in.
 
         Args:
             ttft_s: Seconds from the request to the first token.
             tokens_per_s: Token rate after the first token.
+            greeting: The first answer, before the user has said anything.
+            answer: Every later answer, formatted with ``said`` (the user's last message) and
+                ``turn`` (how many messages the user has sent).
             **kwargs: Passed to ``LLMService``.
         """
         # Every field given, as Pipecat expects of a service (it logs an error otherwise).
@@ -65,6 +76,8 @@ class ScriptedLLMService(LLMService):
         super().__init__(**kwargs)
         self._ttft_s = ttft_s
         self._tokens_per_s = tokens_per_s
+        self._greeting = greeting
+        self._answer = answer
         #: Every answer's full text, in order (what was scripted, not what was heard).
         self.answers: list[str] = []
 
@@ -106,10 +119,10 @@ class ScriptedLLMService(LLMService):
         """
         messages = [m for m in context.get_messages() if isinstance(m, dict)]
         if not messages or messages[-1].get("role") != "user":
-            return GREETING
+            return self._greeting
         said = _text(messages[-1]).strip().rstrip(".!?") or "nothing"
         turn = sum(1 for m in messages if m.get("role") == "user")
-        text = ANSWER.format(said=said, turn=turn)
+        text = self._answer.format(said=said, turn=turn)
         heard = [_text(m) for m in messages if m.get("role") == "assistant"]
         if heard and self.answers and _words(heard[-1]) < _words(self.answers[-1]):
             last = " ".join(w.strip(".,;:!?") for w in heard[-1].split()[-4:])

@@ -1,23 +1,23 @@
-"""The browser agent in a real browser: headless Chromium, Pipecat's client library, WebRTC.
+"""The browser agent in a real browser, offline: Debian's Chromium, the agent's own page, WebRTC.
 
 ``examples/browser_agent.py`` runs as the README says (Pipecat's development runner, SmallWebRTC,
-offline: the embedded emulator speaks, the scripted stand-in answers). A page built from Pipecat's
-client library (``tests/browser/page.js``) connects to it over WebRTC on 127.0.0.1, and every
-assertion reads what the browser itself received: the WebRTC statistics of the incoming audio
-track (energy, duration) and its WebAudio level every ~10 ms (when it falls silent).
-
-Why not Pipecat's prebuilt page itself: it opens here and renders, but on Connect its SmallWebRTC
-transport's default device manager (Daily's) loads a script from c.daily.co, which a closed
-network refuses. The page here uses the same client library with the ``WavMediaManager`` instead.
+offline: the embedded emulator speaks, the scripted stand-in answers). Headless Chromium opens
+the page the README names first (``/offline/``, built on Pipecat's client library) with every
+request outside 127.0.0.1 refused: Playwright aborts any other host and Chromium resolves no
+other name, and the test asserts that no refused request was needed. Every assertion reads what
+the browser itself received: the WebRTC statistics of the incoming audio track (energy,
+duration) and its WebAudio level every ~10 ms (when it falls silent), both sampled by a script
+the test adds to the page.
 
 It skips only when it cannot run here: no Chromium (``apt-get install chromium``; ``.ci/run``
-installs it), or no npm to fetch Pipecat's client library. Measurements are printed and saved to
-``out/browser_test.json``; the page's screenshot to ``out/browser_agent.png``.
+installs it); under ``CI=true`` that fails instead. Measurements are printed and saved to
+``out/browser_test.json``; a screenshot of the page mid-conversation to ``out/browser_agent.png``.
 """
 
 import asyncio
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -26,6 +26,7 @@ import sys
 import time
 from importlib import metadata
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import aiohttp
 import numpy as np
@@ -33,7 +34,6 @@ import pytest
 from packaging.version import Version
 
 ROOT = Path(__file__).resolve().parents[2]
-PAGE = ROOT / "tests" / "browser"
 OUT = ROOT / "out"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 # The flags that work on a closed network, as root, with no display or devices.
@@ -47,7 +47,10 @@ CHROMIUM_FLAGS = [
     "--disable-sync",
     "--autoplay-policy=no-user-gesture-required",
     "--use-fake-ui-for-media-stream",
+    # No name resolves but the agent's: a hidden fetch (a CDN, a STUN server) cannot leave.
+    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1",
 ]
+LOCAL_HOSTS = {"127.0.0.1", "localhost"}
 #: Mean square (full scale 1.0) below which a 10 ms block counts as silent (-40 dBFS).
 SILENT = 1e-4
 #: A silent run this long after the interruption is the answer having stopped (longer than
@@ -67,25 +70,13 @@ def cannot_run(reason: str) -> None:
     pytest.skip(reason)
 
 
-def build_page() -> Path:
-    """Bundle the page with Pipecat's client library (npm ci once, then esbuild)."""
-    if CHROMIUM is None:
-        cannot_run("Chromium not found: install Debian's chromium (apt-get install chromium)")
-    npm = shutil.which("npm")
-    if npm is None:
-        cannot_run("npm not found: it fetches Pipecat's client library for the page")
-        raise AssertionError  # unreachable: cannot_run raises
-    if not (PAGE / "node_modules" / ".package-lock.json").exists():
-        done = subprocess.run(
-            [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
-            cwd=PAGE,
-            capture_output=True,
-            text=True,
-        )
-        if done.returncode:
-            cannot_run(f"npm ci could not fetch Pipecat's client library: {done.stderr[-500:]}")
-    subprocess.run([npm, "run", "-s", "build"], cwd=PAGE, check=True)
-    return PAGE / "dist" / "page.js"
+def readme_page_path() -> str:
+    """The path of the URL the README gives first for the browser agent."""
+    readme = (ROOT / "README.md").read_text()
+    after = readme.split("<!-- browser-command -->")[1]
+    match = re.search(r"http://localhost:7860(/[^\s*)]*)", after)
+    assert match, "the README names no URL after its browser command"
+    return match.group(1)
 
 
 def free_port() -> int:
@@ -191,55 +182,140 @@ def silence_onset(blocks, after: float) -> float:
     raise AssertionError("the audio never fell silent after the interruption")
 
 
+#: Added to the page before its own script: keeps each peer connection to sample the incoming
+#: audio track's WebRTC statistics every 20 ms, and measures its level with WebAudio every 10 ms.
+MEASURE_JS = """
+(() => {
+  const probe = { samples: [], blocks: [] };
+  window.probe = probe;
+  const peers = [];
+  const NativePC = window.RTCPeerConnection;
+  window.RTCPeerConnection = class extends NativePC {
+    constructor(...args) {
+      super(...args);
+      peers.push(this);
+      this.addEventListener("track", (ev) => {
+        if (ev.track.kind === "audio") listen(ev.track);
+      });
+    }
+  };
+  setInterval(async () => {
+    for (const pc of peers) {
+      if (pc.connectionState !== "connected") continue;
+      (await pc.getStats()).forEach((s) => {
+        if (s.type === "inbound-rtp" && s.kind === "audio") {
+          // [ms, totalAudioEnergy, totalSamplesDuration (s), audioLevel,
+          //  jitterBufferDelay (s, summed), jitterBufferEmittedCount]
+          probe.samples.push([performance.now(), s.totalAudioEnergy ?? 0,
+            s.totalSamplesDuration ?? 0, s.audioLevel ?? 0, s.jitterBufferDelay ?? 0,
+            s.jitterBufferEmittedCount ?? 0]);
+        }
+      });
+    }
+  }, 20);
+  const LEVEL = `registerProcessor("level", class extends AudioWorkletProcessor {
+    constructor() { super(); this.sum = 0; this.n = 0; }
+    process(inputs) {
+      const ch = inputs[0] && inputs[0][0];
+      if (ch) {
+        for (const v of ch) this.sum += v * v;
+        this.n += ch.length;
+        if (this.n >= sampleRate / 100) {
+          this.port.postMessage([currentTime, this.sum / this.n]);
+          this.sum = 0; this.n = 0;
+        }
+      }
+      return true;
+    }
+  });`;
+  async function listen(track) {
+    const ctx = new AudioContext();
+    const url = URL.createObjectURL(new Blob([LEVEL], { type: "text/javascript" }));
+    await ctx.audioWorklet.addModule(url);
+    await ctx.resume();
+    const node = new AudioWorkletNode(ctx, "level");
+    ctx.createMediaStreamSource(new MediaStream([track])).connect(node);
+    node.port.onmessage = (ev) => {
+      const [contextTime, meanSquare] = ev.data;
+      const ts = ctx.getOutputTimestamp();
+      // [ms on the page's clock at the end of the block, mean square]
+      probe.blocks.push([ts.performanceTime + (contextTime - ts.contextTime) * 1000, meanSquare]);
+    };
+  }
+})();
+"""
+#: What the page recorded and what the measuring script sampled, as one object.
+READ_JS = "({...window.session, ...window.probe})"
+
+
 async def test_agent_speaks_answers_and_is_interrupted_in_a_real_browser(tmp_path):
+    if CHROMIUM is None:
+        cannot_run("Chromium not found: install Debian's chromium (apt-get install chromium)")
     from playwright.async_api import async_playwright
 
     started = time.monotonic()
-    bundle = build_page()
+    page_path = readme_page_path()
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    agent = await start_agent(port, tmp_path / "agent.log")
+    log = tmp_path / "agent.log"
+    agent = await start_agent(port, log)
+    blocked: list[str] = []
     try:
+        # Before any client: the start-up log names the page and what the agent runs on.
+        startup = log.read_text()
+        assert f"open http://127.0.0.1:{port}{page_path} " in startup, startup[-2000:]
+        assert "speech: the embedded Gradium emulator" in startup
+        assert "answers: a scripted stand-in" in startup
+        assert "input: text box" in startup
+        # Pipecat's prebuilt page is still served, for people online.
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{base}/client/") as r:
+                assert r.status == 200 and "<html" in (await r.text()).lower()
+            async with http.get(f"{base}/", allow_redirects=False) as r:
+                assert r.headers["Location"] == page_path
+
         async with async_playwright() as pw:
             browser = await pw.chromium.launch(
                 executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_FLAGS
             )
-            page = await browser.new_page()
-            # The URL the README gives serves Pipecat's prebuilt page, set to SmallWebRTC.
-            await page.goto(f"{base}/client/")
-            await page.get_by_role("button", name="Connect").wait_for(timeout=15000)
-            await page.get_by_text("SmallWebRTC").first.wait_for(timeout=5000)
-            OUT.mkdir(exist_ok=True)
-            await page.screenshot(path=str(OUT / "prebuilt_page.png"))
-            # Served from the agent's own origin, so /start and /api/offer are same-origin.
-            await page.route(
-                f"{base}/_test/page.html",
-                lambda r: r.fulfill(path=PAGE / "page.html", content_type="text/html"),
+            context = await browser.new_context()
+
+            async def local_only(route):
+                host = urlsplit(route.request.url).hostname
+                if host in LOCAL_HOSTS:
+                    await route.continue_()
+                else:
+                    blocked.append(route.request.url)
+                    await route.abort("blockedbyclient")
+
+            await context.route("**/*", local_only)
+            await context.add_init_script(MEASURE_JS)
+            page = await context.new_page()
+            page.on(
+                "websocket",
+                lambda ws: blocked.extend(
+                    [] if urlsplit(ws.url).hostname in LOCAL_HOSTS else [ws.url]
+                ),
             )
-            await page.route(
-                f"{base}/_test/page.js",
-                lambda r: r.fulfill(path=bundle, content_type="text/javascript"),
-            )
-            await page.goto(f"{base}/_test/page.html")
+            await page.goto(f"{base}{page_path}")
+            await page.get_by_text("Speech: the embedded Gradium emulator").wait_for(timeout=10000)
             await page.click("#connect")
 
             async def wait(js: str, timeout_s: float, what: str) -> None:
                 try:
                     await page.wait_for_function(js, timeout=timeout_s * 1000, polling=50)
                 except Exception as e:
-                    probe = await page.evaluate("window.probe")
+                    probe = await page.evaluate(READ_JS)
                     raise AssertionError(
-                        f"{what}: {e}\nevents: {probe['events']}\nagent log: "
-                        f"{(tmp_path / 'agent.log').read_text()[-3000:]}"
+                        f"{what}: {e}\nevents: {probe['events']}\nblocked: {blocked}\n"
+                        f"agent log: {log.read_text()[-3000:]}"
                     ) from e
 
             # 1. The greeting, spoken in full.
-            await wait("probe.events.some(e => e[1] === 'bot-stopped-speaking')", 30, "no greeting")
-            # Offline, whatever keys the developer has: the emulator spoke, the stand-in answered.
-            agent_log = (tmp_path / "agent.log").read_text()
-            assert "speaking through the embedded emulator" in agent_log
-            assert "answers come from a scripted stand-in" in agent_log
-            probe = await page.evaluate("window.probe")
+            await wait(
+                "session.events.some(e => e[1] === 'bot-stopped-speaking')", 30, "no greeting"
+            )
+            probe = await page.evaluate(READ_JS)
             g_start = event_times(probe, "bot-started-speaking")[0]
             g_stop = event_times(probe, "bot-stopped-speaking")[0]
             first, last, g_loud_s = loud_span(probe["blocks"], g_start, g_stop + 300)
@@ -252,7 +328,7 @@ async def test_agent_speaks_answers_and_is_interrupted_in_a_real_browser(tmp_pat
             await page.fill("#text", "What is the weather like")
             await page.press("#text", "Enter")
             await wait(
-                f"probe.blocks.filter(b => b[0] > probe.sent[0][0] && b[1] > {SILENT}).length"
+                f"probe.blocks.filter(b => b[0] > session.sent[0][0] && b[1] > {SILENT}).length"
                 " > 150",
                 15,
                 "the typed message got no spoken answer",
@@ -260,16 +336,16 @@ async def test_agent_speaks_answers_and_is_interrupted_in_a_real_browser(tmp_pat
             await page.fill("#text", "Stop, something else")
             await page.press("#text", "Enter")
             await wait(
-                "probe.sent.length === 2 && probe.events.filter(e => e[1] === "
-                "'bot-started-speaking' && e[0] > probe.sent[1][0]).length > 0 && "
-                f"probe.blocks.filter(b => b[0] > probe.sent[1][0] && b[1] > {SILENT}).length"
+                "session.sent.length === 2 && session.events.filter(e => e[1] === "
+                "'bot-started-speaking' && e[0] > session.sent[1][0]).length > 0 && "
+                f"probe.blocks.filter(b => b[0] > session.sent[1][0] && b[1] > {SILENT}).length"
                 " > 150",
                 15,
                 "the answer after the interruption did not speak",
             )
-            await page.wait_for_timeout(300)
-            probe = await page.evaluate("window.probe")
+            probe = await page.evaluate(READ_JS)
             screenshot = OUT / "browser_agent.png"
+            OUT.mkdir(exist_ok=True)
             await page.screenshot(path=str(screenshot))
             await browser.close()
     finally:
@@ -279,6 +355,9 @@ async def test_agent_speaks_answers_and_is_interrupted_in_a_real_browser(tmp_pat
         except subprocess.TimeoutExpired:
             agent.kill()
 
+    # Nothing outside 127.0.0.1 was asked for: the page works with no internet.
+    assert not blocked, f"the page needed the internet: {blocked}"
+    assert probe["error"] is None, probe["error"]
     blocks = probe["blocks"]
     sent1, sent2 = probe["sent"][0][0], probe["sent"][1][0]
     a1_first, _, a1_loud_s = loud_span(blocks, sent1, sent2)
@@ -314,9 +393,7 @@ async def test_agent_speaks_answers_and_is_interrupted_in_a_real_browser(tmp_pat
 
     # The whole session, shutdown included, logged no error (Pipecat's check of the stand-in's
     # settings among them).
-    errors = [
-        line for line in (tmp_path / "agent.log").read_text().splitlines() if "| ERROR" in line
-    ]
+    errors = [line for line in log.read_text().splitlines() if "| ERROR" in line]
     assert not errors, errors
     # The greeting arrived as audio: well above silence, lasting as long as its text takes.
     assert quiet_rms < 0.01

@@ -30,7 +30,8 @@ starts: **a rewrite's spoken words, other than number words and the like
 (:data:`REWRITE_WORDS`), do not contain the word that follows it** (``"e.g. example"``, spoken
 "for example example", breaks it: the first "example" is taken for the text's, and a cut right
 there loses it; ``"24 four"`` and ``"$5 and"`` are fine). Two rewritten words in a row are one
-rewrite to the aligner: a cut inside them re-sends both, and the second one shows late.
+rewrite to the aligner: a cut inside them re-sends both, and the second one is shown late
+(with its own time: see :class:`ShownWord`).
 """
 
 import re

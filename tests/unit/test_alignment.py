@@ -268,6 +268,34 @@ def test_property_a_cut_anywhere_loses_nothing_and_repeats_little(text, style, d
         assert [w.text for w in source_words(resend)] == [w.text for w in words[heard:]]
 
 
+@pytest.mark.parametrize("style", ["spoken", "source"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "It cost 24 dollars last year.",
+        "Pi is 3.14 and that is it.",
+        "Up 5 percent over the year.",
+        "I love a\u20393 hearts so much.",  # a '<' as wire_text sends it
+        "Say x\u2039y is fine here.",
+    ],
+)
+def test_each_source_word_is_shown_alone_at_its_own_report(text, style):
+    """With rewrite_rules, a word after a rewrite ("dollars" of "24 dollars", said "twenty four
+    dollars") is only known as the text's once the next word comes: it is still shown alone,
+    at the report Gradium said it at."""
+    words = source_words(text)
+    if style == "spoken":
+        groups = [spoken_words(w.text, "en") for w in words]
+    else:
+        groups = [[w.text] for w in words]
+    reports = [r for g in groups for r in g]
+    own = [sum(len(g) for g in groups[:i]) for i in range(len(words))]  # first report of each
+    _, timed = align_timed(text, reports)
+    shown = [(t, r, f) for words_ in timed for t, r, f in words_]
+    assert [t for t, _, _ in shown] == [w.text.replace("\u2039", "<") for w in words]
+    assert [(r, f) for _, r, f in shown] == [(i, 0.0) for i in own]
+
+
 def test_number_words_after_a_number_stay_with_its_rewrite():
     text = "It is $5 and 24 four times"
     reports = ["It", "is", "five", "dollars", "and", "twenty", "four", "four", "times"]

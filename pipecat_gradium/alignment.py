@@ -154,10 +154,13 @@ class ShownWord:
       comes); else (Gradium did not report it: a symbol, an emoji, a dropped word) the time of
       the word after it, when Gradium was past it.
 
-    Times therefore never go backwards, and never come before the word's own report.
+    Times therefore never go backwards, and never come before the word's own report. A word
+    without letters or digits (``"🙂"``, ``"-"``, ``"&"``) is not shown alone: it leads the
+    next word that has some, at that word's time (``"🙂 - thanks"``).
 
     Attributes:
-        text: The word as the LLM wrote it (a ``<`` sent as ``‹`` is shown as ``<``).
+        text: The word as the LLM wrote it (a ``<`` sent as ``‹`` is shown as ``<``), with
+            any symbols before it.
         report: The index, in the request's reports, of the report whose time it takes.
         fraction: Where in that report it starts: 0 at its start, up to 1 at its end.
     """
@@ -188,6 +191,7 @@ class WordAligner:
     # Reports that showed nothing since the last word shown (a rewrite's rest), by index: a
     # source word passed over later may be one of them.
     _unshown: list[tuple[str, int]] = field(default_factory=list)
+    _symbols: list[str] = field(default_factory=list)  # shown words waiting for a next word
 
     @property
     def text(self) -> str:
@@ -391,6 +395,28 @@ class WordAligner:
                 share = min(offset / len(key), 1.0) if key else 0.0
                 out.append(ShownWord(_as_written(w.text), report, share))
             offset += len(w.key)
+        return self._symbols_joined(out, [w.key for w in self._words[start : self._cur + 1]])
+
+    def _symbols_joined(self, shown: list[ShownWord], keys: list[str]) -> list[ShownWord]:
+        """Words without letters or digits ("🙂", "-", "<") lead the next word with some.
+
+        Pipecat's word tracking follows letters and digits only: it takes a frame's text as
+        done once its last letter was reported, so a bare symbol shown after it would be
+        matched into a later frame (whose text then comes out split: "t hen"). Joined to the
+        next word, at that word's time, a symbol is shown once, never before its word; one
+        with no word after it is not shown, nor a bare ``<``, which Pipecat reads as a tag's
+        start (it completes the context with both all the same).
+        """
+        out: list[ShownWord] = []
+        for w, key in zip(shown, keys, strict=True):
+            if not key:
+                if "<" not in w.text:
+                    self._symbols.append(w.text)
+                continue
+            if self._symbols:
+                w = ShownWord(" ".join([*self._symbols, w.text]), w.report, w.fraction)
+                self._symbols.clear()
+            out.append(w)
         return out
 
     def _passed_times(self, start: int, matched: int) -> list[tuple[SourceWord, int]]:

@@ -7,8 +7,10 @@ documented. Tags (``<flush>``, ``<break .../>``) are never reported, symbols and
 be. :class:`WordAligner` maps either kind of report back onto the source words, in one place,
 for the two things that need it:
 
-* the text frames: each report yields the source words it stands for, so the assistant context
-  holds the LLM's own ``"24"``, shown once, when Gradium starts speaking it;
+* the text frames: each report yields the source words it stands for, one :class:`ShownWord`
+  each, so the assistant context holds the LLM's own ``"24"``, shown once, when Gradium starts
+  speaking it, and a caption shows every source word on its own, at its own time (see
+  :class:`ShownWord` for which time);
 * the continuation after a cut: :meth:`WordAligner.unspoken_text` is the source text from the
   first word not wholly heard, so no word is lost and at most one is said twice.
 
@@ -28,15 +30,16 @@ starts: **a rewrite's spoken words, other than number words and the like
 (:data:`REWRITE_WORDS`), do not contain the word that follows it** (``"e.g. example"``, spoken
 "for example example", breaks it: the first "example" is taken for the text's, and a cut right
 there loses it; ``"24 four"`` and ``"$5 and"`` are fine). Two rewritten words in a row are one
-rewrite to the aligner: a cut inside them re-sends both, and the second one shows late.
+rewrite to the aligner: a cut inside them re-sends both, and the second one is shown late
+(with its own time: see :class:`ShownWord`).
 """
 
 import re
 from dataclasses import dataclass, field
 
-from pipecat_gradium.phrases import GRADIUM_FLUSH, GRADIUM_TAG
+from pipecat_gradium.phrases import GRADIUM_FLUSH, GRADIUM_TAG, LT_STAND_IN
 
-__all__ = ["SourceWord", "WordAligner", "rewritable", "source_words", "word_key"]
+__all__ = ["ShownWord", "SourceWord", "WordAligner", "rewritable", "source_words", "word_key"]
 
 #: Source words a report may skip over, on an exact match, when Gradium dropped some.
 MAX_SKIP = 3
@@ -136,6 +139,37 @@ def source_words(text: str) -> list[SourceWord]:
     return words
 
 
+@dataclass(frozen=True)
+class ShownWord:
+    """One source word to show, and the report whose audio time it takes.
+
+    Which time is a source word's own:
+
+    * a word a report matched (``"24"`` for ``"twenty"``, or for ``"24"``): that report's start;
+    * several words one report stands for (``"1111And"``): spread over that report, each at
+      the share of its letters before it (``fraction``);
+    * a word passed over, shown with a later word: the report that was taken for part of the
+      rewrite before it but has the word's own key (``"dollars"`` of ``"24 dollars"``, spoken
+      "twenty four dollars": the aligner knows "dollars" is the text's only when ``"last"``
+      comes); else (Gradium did not report it: a symbol, an emoji, a dropped word) the time of
+      the word after it, when Gradium was past it.
+
+    Times therefore never go backwards, and never come before the word's own report. A word
+    without letters or digits (``"🙂"``, ``"-"``, ``"&"``) is not shown alone: it leads the
+    next word that has some, at that word's time (``"🙂 - thanks"``).
+
+    Attributes:
+        text: The word as the LLM wrote it (a ``<`` sent as ``‹`` is shown as ``<``), with
+            any symbols before it.
+        report: The index, in the request's reports, of the report whose time it takes.
+        fraction: Where in that report it starts: 0 at its start, up to 1 at its end.
+    """
+
+    text: str
+    report: int
+    fraction: float = 0.0
+
+
 @dataclass
 class WordAligner:
     """Aligns one request's word reports with the text sent for it.
@@ -154,6 +188,10 @@ class WordAligner:
     _shown: int = 0  # source words shown so far (all before the cursor, and the cursor)
     _heard_after: list[int] = field(default_factory=list)  # words heard after each report
     _shown_after: list[int] = field(default_factory=list)  # words shown after each report
+    # Reports that showed nothing since the last word shown (a rewrite's rest), by index: a
+    # source word passed over later may be one of them.
+    _unshown: list[tuple[str, int]] = field(default_factory=list)
+    _symbols: list[str] = field(default_factory=list)  # shown words waiting for a next word
 
     @property
     def text(self) -> str:
@@ -193,18 +231,24 @@ class WordAligner:
             self._text = text
             self._words = source_words(text)
 
-    def add_report(self, word: str) -> str | None:
+    def add_report(self, word: str) -> list[ShownWord]:
         """Align one reported word.
 
         Args:
             word: The ``text`` of one of Gradium's word reports.
 
         Returns:
-            The source text to show for it (one or more source words joined by spaces), or
-            None when the words it stands for were already shown (the rest of a rewrite, a
-            punctuation report, a word a previous request showed).
+            The source words to show now, one each, in order (a word passed over and the
+            word matched, or the words one report stands for); empty when the words it stands
+            for were already shown (the rest of a rewrite, a punctuation report, a word a
+            previous request showed).
         """
-        shown = self._align(word_key(word), word.strip())
+        key = word_key(word)
+        shown = self._align(key, word.strip())
+        if shown:
+            self._unshown.clear()
+        elif key:
+            self._unshown.append((key, self.reports))
         self._heard_after.append(self._heard())
         self._shown_after.append(self.shown)
         return shown
@@ -260,7 +304,7 @@ class WordAligner:
     def _move(self, j: int, consumed: int, state: int) -> None:
         self._cur, self._consumed, self._state = j, consumed, state
 
-    def _align(self, key: str, raw: str) -> str | None:
+    def _align(self, key: str, raw: str) -> list[ShownWord]:
         words = self._words
         cur = self._cur
         nxt = cur + 1
@@ -270,15 +314,15 @@ class WordAligner:
             # A symbol or emoji reported as sent stands for that word; else for nothing new.
             if nxt < len(words) and words[nxt].text == raw:
                 self._move(nxt, 0, _DONE)
-                return self._show(nxt)
-            return None
+                return self._show(nxt, nxt, key)
+            return []
         if self._state == _PARTIAL:
             rest = words[cur].key[self._consumed :]
             if rest.startswith(key):  # "well" then "known" for "well-known"
                 self._consumed += len(key)
                 if self._consumed == len(words[cur].key):
                     self._state = _DONE
-                return None
+                return []
         skipped = 0
         j = nxt
         while j < len(words) and skipped <= MAX_SKIP:
@@ -289,7 +333,7 @@ class WordAligner:
             if rewriting and key in REWRITE_WORDS:
                 break  # "and" of "two hundred and ninety": the rewrite goes on
             if self._match(j, key, exact=skipped > 0):
-                return self._show(nxt)
+                return self._show(nxt, j, key)
             if (rewritable(words[j].text) or wk in REWRITE_WORDS) != rewriting:
                 # Mid-rewrite, only words that are rewritten too may have been passed (their
                 # rewrite taken for the current one's): "four" of "24 Hello four" is not
@@ -299,12 +343,12 @@ class WordAligner:
             skipped += not rewriting  # mid-rewrite, any number of rewritten words may pass
             j += 1
         if rewriting:
-            return None  # more of the current rewrite ("four" of "twenty four")
+            return []  # more of the current rewrite ("four" of "twenty four")
         # The start of the next word's rewrite ("eight" for "8:15", "and" for "&").
         if nxt >= len(words):
-            return None  # a report past the text sent: nothing to show
+            return []  # a report past the text sent: nothing to show
         self._move(nxt, 0, _REWRITE)
-        return self._show(nxt)
+        return self._show(nxt, nxt, "")
 
     def _match(self, j: int, key: str, *, exact: bool) -> bool:
         """Try to start word j with the report's key; on success move the cursor there."""
@@ -331,13 +375,88 @@ class WordAligner:
             return True
         return False
 
-    def _show(self, first: int) -> str | None:
-        """The words from ``first`` to the cursor, minus those already shown."""
+    def _show(self, first: int, matched: int, key: str) -> list[ShownWord]:
+        """The words from ``first`` to the cursor, minus those already shown, each timed.
+
+        Args:
+            first: The first word not shown before this report.
+            matched: The first word the report matched (``first`` up to it were passed over).
+            key: The report's key; the words from ``matched`` to the cursor share it.
+        """
         start = max(first, self.shown)
         self._shown = max(self._shown, self._cur + 1)
-        if start > self._cur:
-            return None
-        return " ".join(w.text for w in self._words[start : self._cur + 1])
+        report = self.reports
+        out = [ShownWord(_as_written(w.text), at) for w, at in self._passed_times(start, matched)]
+        # Matched: one report may stand for several words ("1111And"): spread over it.
+        offset = 0
+        for m in range(matched, self._cur + 1):
+            w = self._words[m]
+            if m >= start:
+                share = min(offset / len(key), 1.0) if key else 0.0
+                out.append(ShownWord(_as_written(w.text), report, share))
+            offset += len(w.key)
+        return self._symbols_joined(out, [w.key for w in self._words[start : self._cur + 1]])
+
+    def _symbols_joined(self, shown: list[ShownWord], keys: list[str]) -> list[ShownWord]:
+        """Words without letters or digits ("🙂", "-", "<") lead the next word with some.
+
+        Pipecat's word tracking follows letters and digits only: it takes a frame's text as
+        done once its last letter was reported, so a bare symbol shown after it would be
+        matched into a later frame (whose text then comes out split: "t hen"). Joined to the
+        next word, at that word's time, a symbol is shown once, never before its word; one
+        with no word after it is not shown, nor a bare ``<``, which Pipecat reads as a tag's
+        start (it completes the context with both all the same).
+        """
+        out: list[ShownWord] = []
+        for w, key in zip(shown, keys, strict=True):
+            if not key:
+                if "<" not in w.text:
+                    self._symbols.append(w.text)
+                continue
+            if self._symbols:
+                w = ShownWord(" ".join([*self._symbols, w.text]), w.report, w.fraction)
+                self._symbols.clear()
+            out.append(w)
+        return out
+
+    def _passed_times(self, start: int, matched: int) -> list[tuple[SourceWord, int]]:
+        """The words from start to matched (passed over), each with the report it takes.
+
+        Back to front, a word takes the latest unshown report with its own key ("dollars");
+        a word with none right after one that has takes the next unshown report (where its
+        rewrite starts: "twenty" for the "24" of "and 24 four"); any other, the report of the
+        word after it.
+        """
+        passed = self._words[start:matched]
+        unshown = self._unshown
+        found: list[int | None] = [None] * len(passed)  # positions in unshown
+        limit = len(unshown)
+        for i in range(len(passed) - 1, -1, -1):
+            key = passed[i].key
+            for p in range(limit - 1, -1, -1):
+                if key and unshown[p][0] == key:
+                    found[i] = limit = p
+                    break
+        pos = list(found)
+        for i in range(1, len(passed)):
+            prev = found[i - 1]
+            if pos[i] is None and prev is not None:
+                later = [p for p in found[i + 1 :] if p is not None]
+                if prev + 1 < (later[0] if later else len(unshown)):
+                    pos[i] = prev + 1
+        out: list[tuple[SourceWord, int]] = []
+        at = self.reports
+        for w, p in zip(reversed(passed), reversed(pos), strict=True):
+            if p is not None:
+                at = unshown[p][1]
+            out.append((w, at))
+        out.reverse()
+        return out
+
+
+def _as_written(text: str) -> str:
+    # wire_text sends every stray "<" as LT_STAND_IN, one for one.
+    return text.replace(LT_STAND_IN, "<")
 
 
 def _flush_gap(m: re.Match[str]) -> str:

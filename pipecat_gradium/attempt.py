@@ -14,7 +14,7 @@ import soxr
 from loguru import logger
 from websockets.exceptions import ConnectionClosed
 
-from pipecat_gradium.alignment import WordAligner
+from pipecat_gradium.alignment import ShownWord, WordAligner
 from pipecat_gradium.protocol import FLUSH_TAG, end_of_stream_message, text_message
 from pipecat_gradium.sockets import GradiumSocket
 
@@ -106,7 +106,7 @@ class Attempt:
         self._flushed_words = 0  # source words (with letters or digits) before it
         self._reported_at: float | None = None  # the latest word report
         self._stops: list[float] = []  # stop_s of every word report, in order
-        self._shown: list[str | None] = []  # the source text each report stands for
+        self._shown: list[list[ShownWord]] = []  # the source words each report shows
         self._released = 0  # reports passed on as heard
         self._resampler = (
             soxr.ResampleStream(gradium_rate, output_rate, 1, dtype="int16")
@@ -300,15 +300,19 @@ class Attempt:
         """The words newly heard since the last call, for Pipecat's word timestamps.
 
         Returns:
-            ``(word, start_s)`` pairs in the answer's time, in order: the LLM's own words for
-            what Gradium reported ("24" for "twenty", "four").
+            ``(word, start_s)`` pairs in the answer's time, in order, one per source word: the
+            LLM's own words for what Gradium reported ("24" for "twenty", "four"), each at
+            the time :class:`~pipecat_gradium.alignment.ShownWord` gives it.
         """
         n = self.heard
-        starts = self._starts[self._released : n]
-        shown = self._shown[self._released : n]
+        shown = [w for words in self._shown[self._released : n] for w in words]
         self._released = n
         offset = self.time_offset_s
-        return [(text, start + offset) for start, text in zip(starts, shown, strict=True) if text]
+        out: list[tuple[str, float]] = []
+        for w in shown:
+            start, stop = self._starts[w.report], self._stops[w.report]
+            out.append((w.text, offset + start + w.fraction * max(0.0, stop - start)))
+        return out
 
     def unspoken_text(self) -> str:
         """The text sent from the first source word not heard, for a continuation to re-send.

@@ -33,6 +33,12 @@ Rules:
 * First chunk of an answer (``PHRASE`` and ``SENTENCE`` modes): emitted once it
   holds ``first_chunk_words`` complete words, or at the first complete word that
   ends with clause or sentence punctuation (``"Well, "`` alone is fine).
+* The first chunk (in every mode) never ends right after an abbreviation, title,
+  initial or ordinal in the aggregator's ``language``
+  (:func:`~pipecat_gradium.abbreviations.is_abbreviation`: ``"Dr."``, ``"e.g."``,
+  ``"J."``, German ``"3."``): the service sends a ``<flush>`` after it, and Gradium
+  would say "Doctor." like a sentence's end. Such a word waits for the next one
+  (``"Dr. Smith "``), and so does a quiet flush of the first chunk.
 * Later chunks: ``PHRASE`` mode emits at sentence punctuation, or at clause
   punctuation once the chunk holds at least two words (so a lone ``"so, "``
   merges with what follows). ``SENTENCE`` mode emits only at sentence
@@ -94,6 +100,8 @@ from collections.abc import AsyncIterator, Sequence
 from enum import IntEnum, StrEnum
 
 from pipecat.utils.text.base_text_aggregator import Aggregation, BaseTextAggregator, TextType
+
+from pipecat_gradium.abbreviations import is_abbreviation
 
 __all__ = [
     "ChunkMode",
@@ -458,6 +466,11 @@ class PhraseAggregator(BaseTextAggregator):
         gap = k
         while gap > 0 and self._buf[gap - 1].isspace():
             gap -= 1
+        held = self._abbreviation_before(gap) if self._first else None
+        if held is not None:
+            # The answer's first flush right after "Dr." would end it like a sentence: it
+            # waits for the next word.
+            return self._take_before(held, completed=k == self._cand_end)
         if self._marker_next(gap, k, plain_lt=False):
             return ""  # the next chunk would start with a marker
         if k == n:
@@ -470,6 +483,24 @@ class PhraseAggregator(BaseTextAggregator):
                 self._state = _State.WORD
         self._cand_end = k
         return self._emit()
+
+    def _take_before(self, start: int, *, completed: bool) -> str:
+        """Take the ready text before the word at start, which stays pending.
+
+        Args:
+            start: Where the held word starts.
+            completed: Whether that word was already added to the chunk being built (else
+                it completes when the next word starts, as usual).
+        """
+        if start == 0:
+            return ""
+        held_end = self._cand_end
+        self._cand_end = start
+        chunk = self._emit()
+        if completed:
+            self._cand_end = held_end - start
+            self._n_words = 1
+        return chunk
 
     # -- character state machine -------------------------------------------
 
@@ -663,6 +694,8 @@ class PhraseAggregator(BaseTextAggregator):
             return True
         if not real:
             return False
+        if self._first and self._abbreviation_before(word_end) is not None:
+            return False  # the first chunk carries the flush: "Dr." waits for "Smith"
         if self._mode is ChunkMode.WORD:
             return True
         if self._first:
@@ -672,6 +705,27 @@ class PhraseAggregator(BaseTextAggregator):
                 return True
             return punct == _SENTENCE or (punct == _CLAUSE and self._n_words >= 2)
         return punct == _SENTENCE
+
+    def _abbreviation_before(self, word_end: int) -> int | None:
+        """Where the word ending at word_end starts, if it is an abbreviation; else None.
+
+        An abbreviation, title, initial or ordinal in the aggregator's language (see
+        :func:`~pipecat_gradium.abbreviations.is_abbreviation`): a flush right after it
+        would have Gradium speak it as a sentence's end ("Doctor.", "drei.").
+        """
+        buf = self._buf
+        last = word_end - 1
+        while last >= 0 and buf[last] in _CLOSERS:
+            last -= 1
+        if last < 0 or buf[last] != ".":
+            return None
+        start = word_end
+        while start > 0 and not buf[start - 1].isspace():
+            start -= 1
+        word = "".join(buf[start:word_end])
+        if is_abbreviation(word, before="".join(buf[:start]), language=self.language):
+            return start
+        return None
 
     def _emit(self) -> str:
         """Remove and return buf[:cand_end], shifting the stored positions."""

@@ -18,6 +18,7 @@ from pipecat.utils.text.markdown_text_filter import MarkdownTextFilter
 from pipecat.utils.text.transforms import strip_markdown
 
 from pipecat_gradium import GradiumStreamingTTSService
+from pipecat_gradium.abbreviations import is_abbreviation
 from pipecat_gradium.alignment import source_words
 from pipecat_gradium.emulator import Fault, GradiumEmulator, RequestStats
 from pipecat_gradium.emulator.normalize import spoken_words
@@ -209,3 +210,90 @@ async def test_continuation_with_numbers_loses_nothing_under_both_report_styles(
         assert assistant_text(context) == PRICED
         shown = " ".join(f.text for f in h.down.frames(TTSTextFrame))
         assert "twenty" not in shown and "dollars" not in shown
+
+
+# -- the first flush never right after an abbreviation, in every language -----------------
+
+ABBREVIATED = [
+    ("en", "Dr. Smith will see you now, so please wait.", "Dr. Smith "),
+    ("en", "Mr. Jones is here today.", "Mr. Jones "),
+    ("en", "St. Louis is lovely in May.", "St. Louis "),
+    ("en", "E.g. apples are red.", "E.g. apples "),
+    ("en", "Call J. Smith today.", "Call J. Smith "),
+    ("de", "Am 3. Oktober ist es kalt.", "Am 3. Oktober "),
+    ("de", "Dr. Müller kommt gleich.", "Dr. Müller "),
+    ("fr", "M. Dupont arrive bientôt.", "M. Dupont "),
+    ("fr", "Mme. Dupont arrive bientôt.", "Mme. Dupont "),
+    ("es", "Sr. García llega hoy.", "Sr. García "),
+    ("pt", "Sra. Silva chegou agora.", "Sra. Silva "),
+    # Ordinary text keeps its first-audio latency: two words, or a sentence end alone.
+    ("en", "Yes. I can help.", "Yes. "),
+    ("en", "It cost 24 dollars last year.", "It cost "),
+    ("de", "Er kam um drei. Dann ging er.", "Er kam "),
+]
+
+
+@pytest.mark.parametrize(("language", "text", "first"), ABBREVIATED)
+async def test_first_flush_never_follows_an_abbreviation(
+    emu: GradiumEmulator, language, text, first
+):
+    settings = GradiumStreamingTTSService.Settings(language=language)
+    tts = GradiumStreamingTTSService(
+        api_key="test-key", url=emu.ws_url, settings=settings, stop_frame_timeout_s=0.5
+    )
+    async with run(tts) as (h, context):
+        await answer(h, emu, [text[i : i + 3] for i in range(0, len(text), 3)])
+    (request,) = emu.stats.requests
+    # One flush, at the end of the first message: after the word that follows the
+    # abbreviation, initial or ordinal.
+    assert request.texts[0] == first + "<flush>", request.texts
+    assert request.text.count("<flush>") == 1
+    before_flush = request.text.split("<flush>")[0].split()
+    assert not is_abbreviation(before_flush[-1], language=language)
+    assert "".join(request.texts).replace("<flush>", "") == text
+    assert assistant_text(context) == text
+
+
+# -- one TTSTextFrame per source word, at its own time -------------------------------------
+
+REWRITTEN = [
+    "It cost 24 dollars last year.",
+    "Pi is 3.14 and that is it.",
+    "Up 5 percent over the year.",
+    "I love a<3 hearts so much.",
+    "Say x<y is fine here.",
+]
+
+
+def own_report_starts(request: RequestStats, style: str) -> list[float]:
+    """Each source word's first report's start (what Gradium says is its own time)."""
+    starts = [start for _, start, _ in request.words]
+    out, i = [], 0
+    for w in source_of(request.text):
+        out.append(starts[i])
+        i += 1 if style == "source" else len(spoken_words(w, "en"))
+    return out
+
+
+@pytest.mark.parametrize("style", ["spoken", "source"])
+@pytest.mark.parametrize("text", REWRITTEN)
+async def test_one_text_frame_per_source_word_at_its_own_time(style, text):
+    async with GradiumEmulator(api_key="test-key", latency=FAST, word_reports=style) as emu:
+        settings = GradiumStreamingTTSService.Settings(language="en")  # rewrite_rules "en"
+        tts = GradiumStreamingTTSService(
+            api_key="test-key", url=emu.ws_url, settings=settings, stop_frame_timeout_s=0.5
+        )
+        async with run(tts) as (h, context):
+            await answer(h, emu, [text[i : i + 3] for i in range(0, len(text), 3)])
+            await h.down.wait_for(lambda: bool(h.down.frames(TTSStoppedFrame)))
+        (request,) = emu.stats.requests
+    frames = h.down.frames(TTSTextFrame)
+    assert [f.text for f in frames] == text.split()
+    # Times from the first word: never backwards, and each word's own (its first report's
+    # start in the emulator's audio), so no word shows before Gradium says it.
+    times = [(f.pts - frames[0].pts) / 1e9 for f in frames]
+    assert times == sorted(times)
+    own = own_report_starts(request, style)
+    assert len(own) == len(frames)
+    assert [round(t - o, 3) for t, o in zip(times, [x - own[0] for x in own])] == [0.0] * len(own)
+    assert assistant_text(context) == text

@@ -43,3 +43,22 @@ def test_a_word_counts_as_heard_only_when_its_audio_has_fully_arrived():
     assert req.unspoken_text() == "there friend. "
     req.audio_s = 0.6
     assert req.take_heard() == [("there", 0.3)]
+
+
+def test_heard_words_come_one_per_source_word_at_their_own_times():
+    # "24 dollars", said "twenty four dollars": "dollars" is known as the text's only at
+    # "last", and still comes alone, at its own report's start; "fact here" reported as one
+    # word is spread over that report by letters.
+    words = [
+        ("It", 0.0, 0.2),
+        ("twenty", 0.2, 0.5),
+        ("four", 0.5, 0.8),
+        ("dollars", 0.8, 1.2),
+        ("last", 1.2, 1.5),
+        ("facthere", 1.5, 2.3),
+    ]
+    req = request_with(["It 24 dollars last fact here "], words, audio_s=2.3)
+    req.time_offset_s = 10.0
+    heard = req.take_heard()
+    assert [w for w, _ in heard] == ["It", "24", "dollars", "last", "fact", "here"]
+    assert [round(t, 3) for _, t in heard] == [10.0, 10.2, 10.8, 11.2, 11.5, 11.9]

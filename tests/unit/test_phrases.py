@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from pipecat.utils.text.base_text_aggregator import Aggregation, TextType
 from pipecat.utils.text.transforms import strip_markdown
 
+from pipecat_gradium.abbreviations import is_abbreviation
 from pipecat_gradium.phrases import (
     GRADIUM_TAG,
     MAX_TAG_CHARS,
@@ -628,6 +629,112 @@ def test_property_max_chars_and_word_mode(text, kwargs):
     if kwargs["chunking"] is ChunkMode.WORD:
         # Only the last word (its whitespace run may continue) is still pending.
         assert tail is None or len(tail.split()) == 1
+
+
+# -- the first chunk (it carries the flush) never ends right after an abbreviation ------
+
+
+@pytest.mark.parametrize(
+    ("language", "text", "first"),
+    [
+        ("en", "Dr. Smith will see you now.", "Dr. Smith "),
+        ("en", "Mr. Jones is here.", "Mr. Jones "),
+        ("en", "St. Louis is lovely.", "St. Louis "),
+        ("en", "E.g. apples are red.", "E.g. apples "),
+        ("en", '"Dr. Who" is on.', '"Dr. Who" '),
+        ("en", "Call J. K. Rowling today.", "Call J. K. Rowling "),
+        ("en", "1. Open the app.", "1. Open "),
+        ("de", "Am 3. Oktober ist es kalt.", "Am 3. Oktober "),
+        ("de", "Z.B. Äpfel sind rot.", "Z.B. Äpfel "),
+        ("de", "Hr. Meier ist da.", "Hr. Meier "),
+        ("fr", "M. Dupont arrive bientôt.", "M. Dupont "),
+        ("fr", "Mme. Dupont arrive.", "Mme. Dupont "),
+        ("es", "Sr. García llega hoy.", "Sr. García "),
+        ("es", "Dra. López llega hoy.", "Dra. López "),
+        ("pt", "Sra. Silva chegou agora.", "Sra. Silva "),
+        ("pt", "Av. Paulista fica longe.", "Av. Paulista "),
+        # Sentence ends still end the first chunk at once; two words still make one.
+        ("en", "Yes. I can help.", "Yes. "),
+        ("en", "OK. Let me check.", "OK. "),
+        ("en", "Sure, here it is.", "Sure, "),
+        ("en", "It cost 24 dollars.", "It cost "),
+        ("de", "Ja. Ich komme.", "Ja. "),
+        ("fr", "Oui. Je viens.", "Oui. "),
+        ("es", "Sí. Ya voy.", "Sí. "),
+        ("pt", "Sim. Já vou.", "Sim. "),
+    ],
+)
+@pytest.mark.parametrize("chunking", list(ChunkMode))
+def test_first_chunk_never_ends_after_an_abbreviation(language, text, first, chunking):
+    for tokens in ([text], list(text), [text[i : i + 3] for i in range(0, len(text), 3)]):
+        chunks = chunks_of(tokens, language=language, chunking=chunking, first_chunk_words=2)
+        if chunking is ChunkMode.WORD and not is_abbreviation(first.split()[0], language=language):
+            assert chunks[0] == first.split(" ")[0] + " "  # one word, as before
+        else:
+            assert chunks[0] == first
+        assert "".join(chunks) == text
+
+
+def test_language_follows_the_setting():
+    # "Dra." is a title in Spanish, a sentence's last word in English (sentencex's rules).
+    agg = PhraseAggregator(language="en")
+    assert agg.feed("Dra. López llega") == ["Dra. "]
+    agg.set_language("es")  # what Pipecat's TTSService does when the language setting changes
+    asyncio.run(agg.reset())
+    assert agg.feed("Dra. López llega") == ["Dra. López "]
+
+
+def test_quiet_flush_of_the_first_chunk_keeps_an_abbreviation_pending():
+    agg = PhraseAggregator()
+    assert agg.feed("Dr. ") == []
+    assert agg.take_ready_text() == ""  # no first flush right after "Dr."
+    assert agg.feed("Sm") == []
+    assert agg.take_ready_text() == ""
+    assert agg.feed("ith will") == ["Dr. Smith "]
+    agg = PhraseAggregator(first_chunk_words=5)
+    assert agg.feed("We saw Dr. Sm") == []
+    assert agg.take_ready_text() == "We saw "
+    assert agg.text.text == "Dr. Sm"
+    # "Dr." is the chunk's first word: the ramp's 4 words count it.
+    assert agg.feed("ith will see you, ok") == ["Dr. Smith will see "]
+    agg = PhraseAggregator(first_chunk_words=5)
+    assert agg.feed("We saw Dr. <bre") == []
+    assert agg.take_ready_text() == "We saw "
+    # Later chunks carry no flush: a sentence mark may end them, as before.
+    assert agg.feed('ak time="1s" /> Smith and') == ['Dr. <break time="1s" /> ']
+    assert agg.text.text == "Smith and"
+
+
+ABBREVIATED_WORDS = ["Dr.", "Mr.", "e.g.", "J.", "3.", "z.B.", "Mme.", "Sra.", "St."]
+PLAIN_WORDS = ["Smith", "will", "see", "you", "Yes.", "now,", "ok.", "Am", "Oktober", "24"]
+
+
+@settings(derandomize=True, max_examples=300, deadline=None)
+@given(
+    st.lists(st.sampled_from(ABBREVIATED_WORDS + PLAIN_WORDS), min_size=1, max_size=12),
+    st.sampled_from(["en", "de", "fr", "es", "pt"]),
+    options,
+    st.sets(st.integers(0, 200), max_size=10),
+)
+def test_property_first_chunk_ends_after_no_abbreviation_and_waits_one_word_per_one(
+    words, language, kwargs, cuts
+):
+    text = " ".join(words) + " end"
+    bounds = [0, *sorted(c for c in cuts if c < len(text)), len(text)]
+    tokens = [text[a:b] for a, b in zip(bounds, bounds[1:]) if b > a]
+    chunks, tail = run(tokens, language=language, **kwargs)
+    check_chunks(text, chunks, tail)
+    assert run([text], language=language, **kwargs) == (chunks, tail)
+    if not chunks or len(chunks[0]) > kwargs["max_chars"] - 12:
+        return  # a max_chars cut may end it anywhere
+    first = chunks[0].split()
+    assert not is_abbreviation(
+        first[-1], before=chunks[0][: -len(first[-1]) - 1], language=language
+    )
+    # Latency: one word more than the rule's for each abbreviation it held back.
+    held = sum(is_abbreviation(w, language=language) for w in first[:-1])
+    limit = 1 if kwargs["chunking"] is ChunkMode.WORD else kwargs["first_chunk_words"]
+    assert len(first) <= limit + held
 
 
 # -- words that may still grow (quiet flush) ---------------------------------------------

@@ -20,11 +20,12 @@ logger.remove()
 logger.add(sys.stderr, level="WARNING", filter=lambda r: r["name"].startswith("benchmarks"))
 
 import asyncio  # noqa: E402
+import dataclasses  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Awaitable, Callable  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 
-from pipecat.frames.frames import LLMFullResponseEndFrame  # noqa: E402
+from pipecat.frames.frames import InterruptionFrame, LLMFullResponseEndFrame  # noqa: E402
 from pipecat.processors.aggregators.llm_context import LLMContext  # noqa: E402
 from pipecat.processors.aggregators.llm_response_universal import (  # noqa: E402
     LLMAssistantAggregator,
@@ -240,6 +241,81 @@ async def outage(h, emu, tts, row):
     )
 
 
+async def capped(h, emu, tts, row):
+    # A second call in the same process: both share the standby sockets and the plan's cap.
+    other = await start_pipeline(GradiumStreamingTTSService(api_key="k", url=emu.ws_url))
+    try:
+        for text in (ANSWER_FIRST_6, ANSWER_FIRST_3, ANSWER_FIRST_6):
+            for call in (h, other):
+                before = call.stopped()
+                await call.speak_answer(text, tokens_per_s=TOKENS_PER_S, ttft_s=0.3)
+                await call.down.wait_for(lambda c=call, b=before: c.stopped() > b, timeout=60)
+    finally:
+        await other.stop()
+    answers: dict[str, list] = {}
+    for r in emu.stats.requests:
+        if not r.error:
+            answers.setdefault(r.client_req_id.partition("#")[0], []).append(r)
+    texts = {" ".join(t.split()) for t in (ANSWER_FIRST_6, ANSWER_FIRST_3)}
+    whole = sum(" ".join(heard_once(reqs)[0]) in texts for reqs in answers.values())
+    row.heard = f"{whole}/6 answers whole (2 calls x 3 answers)"
+    row.errors = f"{errors_text(h)} + {errors_text(other)} (one per call)"
+    row.recovery = (
+        f"{len(emu.stats.connections)} connection attempts, {emu.stats.cap_refusals} refused "
+        f"for the cap, peak {emu.stats.peak_sessions} sessions"
+    )
+
+
+async def unknown_voice(h, emu, tts, row):
+    for _ in range(2):
+        n = ended(h)
+        await h.speak_answer(ANSWER_FIRST_3, tokens_per_s=TOKENS_PER_S)
+        await h.down.wait_for(lambda n=n: ended(h) > n, timeout=30)
+    setups = sum(r.voice_id == "no-such-voice" for r in emu.stats.requests)
+    row.heard = "nothing, 2 answers (the voice is named once)"
+    row.recovery = f"{setups} setups with that voice; {len(emu.stats.voice_lookups)} look-up"
+
+
+async def no_worker_absorbed(h, emu, tts, row):
+    emu.no_workers_for(1.5)
+    await one_answer(h)
+    heard_row(row, answer_requests(emu.stats), ANSWER_FIRST_6)
+    first = emu.stats.requests[0]
+    row.recovery = f"setup waited {first.worker_wait_s:.1f} s of its retry_for_s 2 s"
+
+
+async def no_worker_failed(h, emu, tts, row):
+    emu.fault_next_request(Fault.NO_WORKER)
+    await one_answer(h)
+    reqs = answer_requests(emu.stats)
+    heard_row(row, reqs, ANSWER_FIRST_6)
+    row.recovery = f"the setup failed after {reqs[0].worker_wait_s or 0:.1f} s; continued at once"
+
+
+async def stalled(h, emu, tts, row):
+    emu.fault_next_request(Fault.STALL_MID_ANSWER)
+    await one_answer(h)
+    reqs = answer_requests(emu.stats)
+    heard_row(row, reqs, ANSWER_FIRST_6)
+    if len(reqs) > 1 and reqs[0].stalled_at is not None:
+        row.recovery = f"continued {reqs[1].setup_at - reqs[0].stalled_at:.1f} s after the stall"
+
+
+async def barge_in_while_continuing(h, emu, tts, row):
+    emu.fault_next_request(Fault.RESET_MID_ANSWER)
+    emu.latency = dataclasses.replace(emu.latency, handshake_s=1.0)
+    await h.speak_answer(ANSWER_FIRST_6, tokens_per_s=TOKENS_PER_S, ttft_s=0.3)
+    await h.up.wait_for(lambda: bool(h.errors()), timeout=30)
+    at = time.monotonic()
+    await h.send(InterruptionFrame())
+    await emu.stats.wait_for(lambda s: len(s.connections) >= 2, timeout=30)
+    await one_answer(h, ANSWER_FIRST_3)
+    after = [r for r in emu.stats.requests if "#" in r.client_req_id]
+    generated = sum(d for r in emu.stats.requests[:1] for t, d in r.audio_chunks if t > at)
+    row.heard = f"the next answer {len(heard_once(answer_requests(emu.stats, 1))[0])}/19"
+    row.recovery = f"{len(after)} setups after the barge-in; {generated:.2f} s generated after it"
+
+
 async def rejected_key(h, emu, tts, row):
     await h.up.wait_for(lambda: bool(h.errors()), timeout=10)
     await h.speak_answer(ANSWER_FIRST_3, tokens_per_s=TOKENS_PER_S)
@@ -266,6 +342,12 @@ async def main() -> list[Row]:
         await scenario("Gradium unreachable (HTTP 503) at start, back after 11 s", outage, before=lambda emu: emu.start_outage(11.0)),
         await scenario("malformed frame", lost(Fault.MALFORMED_JSON)),
         await scenario("rejected key", rejected_key, service={"api_key": "wrong"}),
+        await scenario("plan cap of 2 sessions (open sockets), 2 calls in one process", capped, emulator={"max_sessions": 2}),
+        await scenario("unknown voice id (error 1011 after the setup)", unknown_voice, emulator={"voices": ["YTpq7expH9539ERJ"]}, service={"settings": GradiumStreamingTTSService.Settings(voice="no-such-voice")}),
+        await scenario("no worker for 1.5 s at the setup (within retry_for_s)", no_worker_absorbed),
+        await scenario("no worker longer than retry_for_s (1011 before audio)", no_worker_failed, emulator={"no_worker_s": 5.0}),
+        await scenario("Gradium stalls mid-answer, socket open", stalled, emulator={"fault_after_chunks": 8}),
+        await scenario("barge-in while the continuation's socket connects (1 s handshake)", barge_in_while_continuing, service={"standby_sockets": 0}),
     ]  # fmt: skip
     return rows
 

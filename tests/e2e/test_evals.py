@@ -60,5 +60,5 @@ async def test_eval_scenarios_pass_offline_against_both_agents(tmp_path):
         # Offline, whatever keys the developer has; the scenario was served by the eval
         # transport on /ws, and the bot spoke (tts_response is Gradium's word timestamps).
         assert "speaking through the embedded emulator" in agent_log
-        assert "answers come from a scripted stand-in" in agent_log
+        assert "scripted stand-in, not an LLM" in agent_log
         assert "Detected transport: eval" in agent_log

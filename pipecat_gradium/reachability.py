@@ -225,34 +225,16 @@ class Reachability:
         key_rejected: Gradium rejected the key: the only permanent fault.
     """
 
-    def __init__(
-        self,
-        *,
-        owner: TaskOwner,
-        probe: Callable[[], Awaitable[None]],
-        on_recovered: Callable[[], Awaitable[None]],
-        backoff_s: float,
-        backoff_max_s: float,
-    ):
+    def __init__(self, prober: OutageProber):
         """Create the state of one service.
 
         Args:
-            owner: Runs and cancels the probing task (the service).
-            probe: One connection attempt; raises on failure.
-            on_recovered: Called once when Gradium answers again after an outage.
-            backoff_s: The first wait between probes.
-            backoff_max_s: The longest wait between probes.
+            prober: Probes Gradium while it is down; its ``on_recovered`` is the service's,
+                which calls :meth:`connected`.
         """
         self.failures = ConnectFailures()
         self.key_rejected = False
-        self._on_recovered = on_recovered
-        self.prober = OutageProber(
-            owner=owner,
-            probe=probe,
-            on_recovered=self._recovered,
-            backoff_s=backoff_s,
-            backoff_max_s=backoff_max_s,
-        )
+        self.prober = prober
 
     async def before_connect(self) -> None:
         """During an outage, one attempt now (shared with a probe in flight).
@@ -263,7 +245,7 @@ class Reachability:
         await self.prober.try_now()
 
     def connected(self) -> None:
-        """An answer got a socket: the run of failures is over."""
+        """A socket was had (an answer's, or a probe's): the run of failures is over."""
         self.failures.reset()
 
     def reject_key(self) -> bool:
@@ -312,7 +294,3 @@ class Reachability:
     async def stop(self) -> None:
         """Stop probing (pipeline stop or cancel)."""
         await self.prober.stop()
-
-    async def _recovered(self) -> None:
-        self.failures.reset()
-        await self._on_recovered()

@@ -51,7 +51,7 @@ from pipecat_gradium.protocol import (
     output_format_for_rate,
     setup_message,
 )
-from pipecat_gradium.reachability import Reachability, rejected_key_status
+from pipecat_gradium.reachability import OutageProber, Reachability, rejected_key_status
 from pipecat_gradium.sockets import GradiumSocket, ServiceSockets, StandbyPool
 from pipecat_gradium.tracing import note_first_audio, traced_tts
 from pipecat_gradium.voices import voice_exists
@@ -299,11 +299,13 @@ class GradiumStreamingTTSService(WebsocketTTSService):
         self._answer_config: AnswerConfig | None = None
         self._output_format = "pcm_48000"
         self._reachability = Reachability(
-            owner=self,
-            probe=self._probe,
-            on_recovered=self._on_recovered,
-            backoff_s=tuning.probe_backoff_s,
-            backoff_max_s=tuning.probe_backoff_max_s,
+            OutageProber(
+                owner=self,
+                probe=self._probe,
+                on_recovered=self._on_recovered,
+                backoff_s=tuning.probe_backoff_s,
+                backoff_max_s=tuning.probe_backoff_max_s,
+            )
         )
         #: The latest answer's time from its first LLM token to its first audio, in seconds.
         self.last_time_to_first_audio_s: float | None = None
@@ -970,6 +972,7 @@ class GradiumStreamingTTSService(WebsocketTTSService):
 
     async def _on_recovered(self) -> None:
         """Gradium answers again: back in service, the next answer speaks."""
+        self._reachability.connected()
         logger.info(f"{self}: Gradium is reachable again; the service is back in service")
         await self.set_usable(True)
         await self._call_event_handler("on_connected")

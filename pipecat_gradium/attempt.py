@@ -18,6 +18,10 @@ from pipecat_gradium.alignment import ShownWord, WordAligner
 from pipecat_gradium.protocol import FLUSH_TAG, end_of_stream_message, text_message
 from pipecat_gradium.sockets import GradiumSocket
 
+#: Words Gradium may hold back, without a flush, to read ahead (it "lags a few words behind the
+#: text"); the words sent before them are owed as the text streams.
+HELD_BACK_WORDS = 5
+
 
 def attempt_id(context_id: str, number: int) -> str:
     """The ``client_req_id`` of an answer's ``number``-th attempt: never reused in a call.
@@ -102,8 +106,8 @@ class Attempt:
         self._gradium_rate = gradium_rate
         self._owed_since: float | None = None
         self._ended_at: float | None = None
-        self._flushed_at: float | None = None  # the latest flush or end
-        self._flushed_words = 0  # source words (with letters or digits) before it
+        self._flushed_at: float | None = None  # since when words are owed
+        self._flushed_words = 0  # source words (with letters or digits) Gradium owes
         self._reported_at: float | None = None  # the latest word report
         self._stops: list[float] = []  # stop_s of every word report, in order
         self._shown: list[list[ShownWord]] = []  # the source words each report shows
@@ -201,7 +205,7 @@ class Attempt:
         self.unflushed = not wire.endswith(FLUSH_TAG)
         if not self.unflushed:
             self._owe_audio()
-            self._note_flushed()
+        self._note_owed(flushed=not self.unflushed)
         return text
 
     async def flush(self) -> None:
@@ -210,7 +214,7 @@ class Attempt:
             self.texts.append(FLUSH_TAG)
             self.unflushed = False
             self._owe_audio()
-            self._note_flushed()
+            self._note_owed(flushed=True)
 
     async def end(self) -> None:
         """Send ``end_of_stream`` once: no more text for this request."""
@@ -219,27 +223,36 @@ class Attempt:
             self._ended_at = time.monotonic()
             if await self.send(end_of_stream_message(self.req_id)) and self.has_text:
                 self._owe_audio()
-                self._note_flushed()
+                self._note_owed(flushed=True)
 
     def _owe_audio(self) -> None:
         if self._owed_since is None:
             self._owed_since = time.monotonic()
 
-    def _note_flushed(self) -> None:
-        # After a flush (or the end) Gradium owes every word sent before it, without waiting
-        # for more text. Trailing symbols are not counted: Gradium may not report them.
+    def _note_owed(self, *, flushed: bool) -> None:
+        # After a flush (or the end) Gradium owes every word sent, without waiting for more
+        # text; before one, all but the few it may hold back to read ahead. Trailing symbols
+        # are not counted: Gradium may not report them.
         self.aligner.set_text(self.sent_text)
         words = self.aligner.words
         n = len(words)
         while n and not words[n - 1].key:
             n -= 1
+        if not flushed:
+            n -= HELD_BACK_WORDS
+        if n <= self._flushed_words:
+            return
+        if self.aligner.shown >= self._flushed_words:
+            # Nothing was owed until now: Gradium's silence on these words starts here; more
+            # words owed while some still are do not restart the clock.
+            self._flushed_at = time.monotonic()
         self._flushed_words = n
-        self._flushed_at = time.monotonic()
 
     def stalled_since(self) -> float | None:
         """Since when Gradium has been silent on words it owes, once its audio has flowed.
 
-        Words are owed once a flush or the end was sent after them. A stall needs word reports
+        Words are owed once a flush or the end was sent after them, or :data:`HELD_BACK_WORDS`
+        more words were sent after them. A stall needs word reports
         to judge by: an attempt that reported no word is judged by its first audio and its end
         (:meth:`audio_owed_since`).
 

@@ -212,7 +212,7 @@ def scale_settings(
         }
     else:
         cfg = {
-            "levels": [32, 48, 64, 96, 128, 160] if starved else [64, 96, 128, 160, 192, 224, 256],
+            "levels": [48, 64, 96, 128, 160] if starved else [64, 96, 128, 160, 192, 224, 256],
             "tries": 3,
             "max_failed": 1,
             "ceiling_cap_s": 1500.0,
@@ -377,6 +377,8 @@ def main(argv: list[str] | None = None) -> int:
             cfg["tries"] = args.tries
             cfg["max_failed"] = 1 if args.tries >= 3 else 0
         results = asyncio.run(bench_scale(cfg, args.quick))
+        given = sys.argv[1:] if argv is None else argv
+        results["command"] = " ".join(["python -m benchmarks.run", *given])
         args.out.mkdir(parents=True, exist_ok=True)
         name = scale_output_name(cfg, args.quick)
         (args.out / f"{name}.json").write_text(json.dumps(_jsonable(results), indent=1))

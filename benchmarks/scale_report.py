@@ -463,6 +463,8 @@ def render_scale(results: dict[str, Any]) -> str:
     kind = "starved configuration" if cfg["starved"] else "normal configuration"
     title = f"# pipecat-gradium scale benchmark: {kind}" + (" (QUICK)" if results["quick"] else "")
     lines = [title, ""]
+    if results.get("command"):
+        lines += [f"Command: `{results['command']}`", ""]
     model = (
         f"Emulator in its own process: handshake {lm['handshake_s'] * 1000:.0f} ms, setup "
         f"{lm['setup_s'] * 1000:.0f} ms, model delay {lm['model_delay_s'] * 1000:.0f} ms, "

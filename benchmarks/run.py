@@ -185,6 +185,11 @@ JITTER = {
 JITTER_SEEDS = (1, 2, 3, 4)
 
 
+#: Ceiling levels: around where the clients break on a 2-core machine, and on one core.
+NORMAL_LEVELS = [64, 96, 128, 160, 192, 224, 256]
+STARVED_LEVELS = [48, 64, 80, 96, 112, 128, 144, 160]
+
+
 def scale_settings(
     quick: bool, starved: bool = False, ceiling_only: bool = False
 ) -> dict[str, Any]:
@@ -212,7 +217,7 @@ def scale_settings(
         }
     else:
         cfg = {
-            "levels": [48, 64, 80, 96, 112, 128] if starved else [64, 96, 128, 160, 192, 224, 256],
+            "levels": STARVED_LEVELS if starved else NORMAL_LEVELS,
             "tries": 3,
             "max_failed": 1,
             "ceiling_cap_s": 1500.0,

@@ -4,7 +4,9 @@ Usage::
 
     python -m benchmarks.run            # the full run (about 8 minutes on 2 cores)
     python -m benchmarks.run --quick    # a smoke run (about 2 minutes)
-    python -m benchmarks.run --scale    # the scale table: ceiling, jitter, barge-ins at load
+    python -m benchmarks.run --scale    # the scale table: ceiling, memory, jitter, barge-ins
+    python -m benchmarks.run --scale --ceiling-only   # the ceiling and memory per session only
+    python -m benchmarks.run --scale --starved        # the same on one CPU shared with the emulator
 """
 
 import sys
@@ -29,17 +31,26 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
+from benchmarks import memory  # noqa: E402
 from benchmarks.clients import CLIENTS, FIRST_CHUNK_SWEEP  # noqa: E402
-from benchmarks.emulator import LATENCY_MODEL, start_emulator  # noqa: E402
+from benchmarks.emulator import LATENCY_MODEL, EmulatorProcess, start_emulator  # noqa: E402
+from benchmarks.machine import LOOP_STEPS, pin_to_one_cpu, snapshot  # noqa: E402
 from benchmarks.measure import run_barge_in, run_concurrency, run_series  # noqa: E402
-from benchmarks.report import render, render_scale, write_chart  # noqa: E402
+from benchmarks.report import render, write_chart  # noqa: E402
 from benchmarks.scale import (
     pool_jitter_runs,
     run_barge_in_load,
     run_ceilings,
     run_jitter_ttfa,
 )  # noqa: E402
-from benchmarks.traces import ANSWER_FIRST_6, ANSWER_FIRST_20, STANDARD, TRACES, Trace  # noqa: E402
+from benchmarks.scale_report import render_scale  # noqa: E402
+from benchmarks.traces import (  # noqa: E402
+    ANSWER_FIRST_6,
+    CONCURRENCY_TRACE,
+    STANDARD,
+    TRACES,
+    Trace,
+)
 
 RESULTS = Path(__file__).parent / "results"
 #: Generation speed during the answer series: under the model it does not change first
@@ -51,8 +62,6 @@ CONCURRENCY_SPEED = LATENCY_MODEL["speed"]
 SWEEP_TRACE = TRACES[-1]
 #: The barge-in when the LLM had already streamed the whole answer (a fast LLM).
 WHOLE_ANSWER_SENT = Trace("whole answer sent before the barge-in", ANSWER_FIRST_6, 1000.0)
-#: Concurrency sessions speak one 20-word sentence each (about 7 s of audio).
-CONCURRENCY_TRACE = Trace("20-word sentence", ANSWER_FIRST_20.split(". ")[0] + ".", 33.0)
 
 
 def settings(quick: bool) -> dict[str, Any]:
@@ -176,13 +185,29 @@ JITTER = {
 JITTER_SEEDS = (1, 2, 3, 4)
 
 
-def scale_settings(quick: bool) -> dict[str, Any]:
-    """Levels and counts for the scale run."""
+#: Ceiling levels: around where the clients break on a 2-core machine, and on one core.
+NORMAL_LEVELS = [64, 96, 128, 160, 192, 224, 256]
+STARVED_LEVELS = [48, 64, 80, 96, 112, 128, 144, 160]
+
+
+def scale_settings(
+    quick: bool, starved: bool = False, ceiling_only: bool = False
+) -> dict[str, Any]:
+    """Levels and counts for the scale run.
+
+    Args:
+        quick: A smoke run: two small levels, one try, fewer jitter and barge-in answers.
+        starved: The benchmark process and the emulator pinned together to one CPU; levels
+            around a single core's ceiling; the ceiling and memory only.
+        ceiling_only: The ceiling and memory only (no jitter and barge-in scenarios).
+    """
     if quick:
-        return {
+        cfg: dict[str, Any] = {
             "levels": [8, 16],
             "tries": 1,
+            "max_failed": 0,
             "ceiling_cap_s": 60.0,
+            "memory_levels": [1],
             "jitter_sessions": 2,
             "jitter_answers": 2,
             "jitter_seeds": JITTER_SEEDS[:1],
@@ -190,24 +215,33 @@ def scale_settings(quick: bool) -> dict[str, Any]:
             "barge_in_load_sessions": 16,
             "barge_in_load_spread_s": 2.0,
         }
-    return {
-        "levels": [32 * k for k in range(1, 11)],
-        "tries": 2,
-        "ceiling_cap_s": 600.0,
-        "jitter_sessions": 8,
-        "jitter_answers": 8,
-        "jitter_seeds": JITTER_SEEDS,
-        "barge_in_one_rounds": 5,
-        "barge_in_load_sessions": 160,
-        "barge_in_load_spread_s": 16.0,
-    }
+    else:
+        cfg = {
+            "levels": STARVED_LEVELS if starved else NORMAL_LEVELS,
+            "tries": 3,
+            "max_failed": 1,
+            "ceiling_cap_s": 1500.0,
+            "memory_levels": [1, 32],
+            "jitter_sessions": 8,
+            "jitter_answers": 8,
+            "jitter_seeds": JITTER_SEEDS,
+            "barge_in_one_rounds": 5,
+            "barge_in_load_sessions": 160,
+            "barge_in_load_spread_s": 16.0,
+        }
+    return cfg | {"starved": starved, "extras": not (starved or ceiling_only)}
 
 
-async def bench_scale(quick: bool) -> dict[str, Any]:
-    """The scale table: ceiling per client, jittered TTFA, barge-ins at 1 and N sessions."""
-    cfg = scale_settings(quick)
+def scale_output_name(cfg: dict[str, Any], quick: bool) -> str:
+    """``scale``, ``scale-ceiling`` or ``scale-starved``, with ``-quick`` for a smoke run."""
+    name = "scale-starved" if cfg["starved"] else "scale" if cfg["extras"] else "scale-ceiling"
+    return name + ("-quick" if quick else "")
+
+
+async def bench_scale(cfg: dict[str, Any], quick: bool) -> dict[str, Any]:
+    """The scale table: ceiling per client, memory per session, jittered TTFA, barge-ins."""
     began = time.monotonic()
-    emu = await start_emulator()
+    pinned = pin_to_one_cpu() if cfg["starved"] else None
     out: dict[str, Any] = {
         "latency_model": dict(LATENCY_MODEL),
         "load_emulator": LOAD_EMULATOR,
@@ -217,11 +251,20 @@ async def bench_scale(quick: bool) -> dict[str, Any]:
         "machine": {
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
-            "load_average_at_start": os.getloadavg(),
+            "pinned_cpu": pinned,
+            "allowed_cpus": sorted(os.sched_getaffinity(0)),
+            "loop_steps": LOOP_STEPS,
+            "at_start": snapshot(),
         },
         "clients": {c.key: {"label": c.label, "baseline": c.baseline} for c in SCALE_CLIENTS},
         "phase_s": {},
     }
+    logger.info(
+        f"machine: loop {out['machine']['at_start']['loop']['wall_s']:.3f} s, load average "
+        f"{out['machine']['at_start']['load_average'][0]:.2f}"
+        + (f", pinned with the emulator to CPU {pinned}" if pinned is not None else "")
+    )
+    emu = await start_emulator()
     try:
         await emu.set_latency(speed=CONCURRENCY_SPEED, **LOAD_EMULATOR)
         logger.info("ceiling: every client, level by level")
@@ -231,45 +274,68 @@ async def bench_scale(quick: bool) -> dict[str, Any]:
             CONCURRENCY_TRACE,
             cfg["levels"],
             tries=cfg["tries"],
+            max_failed=cfg["max_failed"],
             time_cap_s=cfg["ceiling_cap_s"],
         )
-        for key, ceiling in ceilings.items():
+        for key, ceiling in ceilings["clients"].items():
             out["clients"][key]["ceiling"] = ceiling
+        out["machine"]["per_level"] = ceilings["machine"]
         out["phase_s"]["ceiling"] = time.monotonic() - began
+        # Memory grows per session with the load (queues fill while the loop lags), so this
+        # service and the built-in are also measured at each other's ceiling: side by side at
+        # the same N.
+        headline = {out["clients"][k]["ceiling"]["ceiling"] for k in ("ours", "builtin")}
         for spec in SCALE_CLIENTS:
-            logger.info(f"barge-in, 1 and {cfg['barge_in_load_sessions']} sessions: {spec.label}")
             entry = out["clients"][spec.key]
-            entry["barge_in_1"] = await run_barge_in_load(
-                emu, spec, CONCURRENCY_TRACE, sessions=1, rounds=cfg["barge_in_one_rounds"]
-            )
-            entry["barge_in_load"] = await run_barge_in_load(
-                emu,
-                spec,
-                CONCURRENCY_TRACE,
-                sessions=cfg["barge_in_load_sessions"],
-                spread_s=cfg["barge_in_load_spread_s"],
-            )
-        out["phase_s"]["barge_in"] = time.monotonic() - began - out["phase_s"]["ceiling"]
-        for spec in SCALE_CLIENTS:
-            logger.info(f"jitter: {spec.label}")
-            runs = []
-            for seed in cfg["jitter_seeds"]:
-                await emu.set_latency(speed=SERIES_SPEED, **(JITTER | {"seed": seed}))
-                runs.append(
-                    await run_jitter_ttfa(
-                        emu,
-                        spec,
-                        STANDARD,
-                        sessions=cfg["jitter_sessions"],
-                        answers=cfg["jitter_answers"],
-                    )
-                )
-            out["clients"][spec.key]["jitter"] = pool_jitter_runs(runs, cfg["jitter_seeds"])
+            extra = headline if spec.key in ("ours", "builtin") else set()
+            levels = sorted({*cfg["memory_levels"], entry["ceiling"]["ceiling"], *extra} - {0})
+            entry["memory"] = []
+            for n in levels:
+                logger.info(f"memory: {spec.label}, {n} sessions, in a fresh process")
+                entry["memory"].append(await memory.measure(spec.key, emu.ws_url, n))
+        out["phase_s"]["memory"] = time.monotonic() - began - out["phase_s"]["ceiling"]
+        if cfg["extras"]:
+            await bench_scale_extras(emu, cfg, out)
     finally:
         await emu.close()
-    out["machine"]["load_average_at_end"] = os.getloadavg()
+    out["machine"]["at_end"] = snapshot()
     out["runtime_s"] = time.monotonic() - began
     return out
+
+
+async def bench_scale_extras(emu: EmulatorProcess, cfg: dict[str, Any], out: dict[str, Any]):
+    """Barge-ins at 1 and N sessions, and TTFA under network jitter, for every client."""
+    began = time.monotonic()
+    await emu.set_latency(speed=CONCURRENCY_SPEED, **LOAD_EMULATOR)
+    for spec in SCALE_CLIENTS:
+        logger.info(f"barge-in, 1 and {cfg['barge_in_load_sessions']} sessions: {spec.label}")
+        entry = out["clients"][spec.key]
+        entry["barge_in_1"] = await run_barge_in_load(
+            emu, spec, CONCURRENCY_TRACE, sessions=1, rounds=cfg["barge_in_one_rounds"]
+        )
+        entry["barge_in_load"] = await run_barge_in_load(
+            emu,
+            spec,
+            CONCURRENCY_TRACE,
+            sessions=cfg["barge_in_load_sessions"],
+            spread_s=cfg["barge_in_load_spread_s"],
+        )
+    out["phase_s"]["barge_in"] = time.monotonic() - began
+    for spec in SCALE_CLIENTS:
+        logger.info(f"jitter: {spec.label}")
+        runs = []
+        for seed in cfg["jitter_seeds"]:
+            await emu.set_latency(speed=SERIES_SPEED, **(JITTER | {"seed": seed}))
+            runs.append(
+                await run_jitter_ttfa(
+                    emu,
+                    spec,
+                    STANDARD,
+                    sessions=cfg["jitter_sessions"],
+                    answers=cfg["jitter_answers"],
+                )
+            )
+        out["clients"][spec.key]["jitter"] = pool_jitter_runs(runs, cfg["jitter_seeds"])
 
 
 def _jsonable(value: Any) -> Any:
@@ -289,12 +355,42 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="the scale table (ceiling, jittered TTFA, barge-ins under load): scale.md/.json",
     )
+    parser.add_argument(
+        "--starved",
+        action="store_true",
+        help="with --scale: this process and the emulator pinned to one CPU; ceiling and memory "
+        "only (scale-starved.md/.json)",
+    )
+    parser.add_argument(
+        "--ceiling-only",
+        action="store_true",
+        help="with --scale: the ceiling and memory only (scale-ceiling.md/.json)",
+    )
+    parser.add_argument(
+        "--levels",
+        type=lambda v: [int(x) for x in v.split(",")],
+        help="with --scale: the session levels of the ceiling search, e.g. 64,96,128",
+    )
+    parser.add_argument(
+        "--tries",
+        type=int,
+        help="with --scale: tries per level and client (a level passes when at most 1 of them "
+        "has a gap; with fewer than 3 tries, none may)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS, help="output directory")
     args = parser.parse_args(argv)
     if args.scale:
-        results = asyncio.run(bench_scale(args.quick))
+        cfg = scale_settings(args.quick, args.starved, args.ceiling_only)
+        if args.levels:
+            cfg["levels"] = args.levels
+        if args.tries:
+            cfg["tries"] = args.tries
+            cfg["max_failed"] = 1 if args.tries >= 3 else 0
+        results = asyncio.run(bench_scale(cfg, args.quick))
+        given = sys.argv[1:] if argv is None else argv
+        results["command"] = " ".join(["python -m benchmarks.run", *given])
         args.out.mkdir(parents=True, exist_ok=True)
-        name = "scale-quick" if args.quick else "scale"
+        name = scale_output_name(cfg, args.quick)
         (args.out / f"{name}.json").write_text(json.dumps(_jsonable(results), indent=1))
         markdown = render_scale(results)
         (args.out / f"{name}.md").write_text(markdown)

@@ -19,6 +19,7 @@ from pipecat.frames.frames import InterruptionFrame
 
 from .clients import ClientSpec
 from .emulator import EmulatorProcess
+from .machine import load_average, snapshot
 from .measure import Answer, Session, cpu_s, lateness, pct
 from .traces import Trace
 
@@ -73,9 +74,11 @@ async def run_level(
 
     Returns:
         Sessions with a gap (client-side lateness over the threshold), worst lateness on both
-        sides, server connections opened per session, CPU per audio second, TTFA median.
+        sides, server connections opened per session, CPU per audio second, TTFA median and
+        p95, and the load average at the start.
     """
     rng = random.Random(seed)
+    load_avg = load_average()
     await emu.reset()
     sessions = await start_sessions(spec, emu.ws_url, n)
 
@@ -103,15 +106,61 @@ async def run_level(
     audio = sum(a.audio_s for a in answers)
     return {
         "sessions": n,
+        "load_average": load_avg,
+        "wall_s": wall,
         "sessions_with_gap": sum(1 for x in client_late if x > gap_threshold_s),
         "worst_lateness_s": max(client_late) if client_late else None,
         "emulator_worst_lateness_s": max(server_late) if server_late else None,
         "connections_per_session": len(stats["connections"]) / n,
         "ttfa_median_s": statistics.median(ttfas) if ttfas else None,
+        "ttfa_p95_s": pct(ttfas, 95),
         "cpu_utilisation": cpu / wall if wall else None,
         "audio_s": audio,
         "cpu_per_audio_s": cpu / audio if audio else None,
         "errors": errors[:3],
+    }
+
+
+#: The figures of a load run summarised over a level's tries (all of them: higher is worse).
+LEVEL_FIGURES = (
+    "sessions_with_gap",
+    "worst_lateness_s",
+    "ttfa_median_s",
+    "ttfa_p95_s",
+    "cpu_per_audio_s",
+    "cpu_utilisation",
+    "connections_per_session",
+    "emulator_worst_lateness_s",
+)
+
+
+def spread(values: Iterable[float | None]) -> dict[str, float] | None:
+    """Median, best (lowest) and worst (highest) of the values that are not None."""
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return None
+    return {"median": statistics.median(vals), "best": min(vals), "worst": max(vals)}
+
+
+def summarise_level(runs: list[dict[str, Any]], max_failed: int) -> dict[str, Any]:
+    """One client's tries at one level: how many had a gap, and each figure's spread.
+
+    Args:
+        runs: The tries (rows of :func:`run_level`).
+        max_failed: Tries with a gap the level may have and still pass.
+
+    Returns:
+        The level, the tries, how many had a gap, whether it passed, and per figure its median,
+        best and worst over the tries.
+    """
+    failed = sum(1 for r in runs if r["sessions_with_gap"])
+    return {
+        "sessions": runs[0]["sessions"],
+        "tries": len(runs),
+        "tries_with_gap": failed,
+        "passed": failed <= max_failed,
+        "figures": {key: spread(r[key] for r in runs) for key in LEVEL_FIGURES},
+        "runs": runs,
     }
 
 
@@ -121,54 +170,72 @@ async def run_ceilings(
     trace: Trace,
     levels: list[int],
     *,
-    tries: int = 2,
+    tries: int = 3,
+    max_failed: int = 1,
     time_cap_s: float = 900.0,
-) -> dict[str, dict[str, Any]]:
-    """Raise the number of sessions level by level until each client has a gap.
+) -> dict[str, Any]:
+    """Raise the number of sessions level by level until each client fails a level.
 
-    Levels go in the outer loop and clients in the inner one, so every client meets a level
-    at about the same time (the machine's background load drifts). A level passes for a client
-    when one of ``tries`` runs has no gap; a client leaves the search at the first level it
-    fails every time. The search also stops at the time cap.
+    At each level every client runs ``tries`` times; within a try the clients take turns (the
+    order rotating from try to try), so they meet the machine's drifting background load at
+    about the same moments. A level passes for a client when at most ``max_failed`` of its tries
+    have a session with a gap; a client leaves the search at the first level it fails. The
+    search also stops at the time cap (checked between levels). The machine's loop speed and
+    load average are taken before every level.
 
     Returns:
-        Per client: every run, the highest level passed (the ceiling) and its figures.
+        ``clients``: per client its level summaries (:func:`summarise_level`), its ceiling (the
+        highest level passed, 0 when it failed the first), the level it failed (None if it
+        never did: the ceiling is then a lower bound) and ``capped``; ``machine``: the
+        snapshot taken before each level.
     """
-    out = {s.key: {"runs": [], "ceiling": 0, "at_ceiling": None, "capped": False} for s in specs}
+    if not 0 <= max_failed < tries:
+        raise ValueError(f"max_failed must be in [0, tries): {max_failed} of {tries}")
+    out: dict[str, Any] = {
+        s.key: {"levels": [], "ceiling": 0, "failed_at": None, "capped": False} for s in specs
+    }
+    machine: list[dict[str, Any]] = []
     active = list(specs)
     began = time.monotonic()
     for n in levels:
         if not active:
             break
         if time.monotonic() - began > time_cap_s:
-            for spec in active:
-                out[spec.key]["capped"] = True
+            logger.info(f"ceiling: time cap {time_cap_s:.0f} s reached before {n} sessions")
             break
-        for spec in list(active):
-            entry = out[spec.key]
-            ok = None
-            for attempt in range(tries):
+        snap = snapshot()
+        machine.append({"sessions": n} | snap)
+        logger.info(
+            f"ceiling N={n}: loop {snap['loop']['wall_s']:.3f} s, load average "
+            f"{snap['load_average'][0]:.2f}"
+        )
+        runs: dict[str, list[dict[str, Any]]] = {s.key: [] for s in active}
+        for attempt in range(tries):
+            turn = attempt % len(active)
+            for spec in active[turn:] + active[:turn]:
                 row = await run_level(emu, spec, trace, n, seed=4 + attempt)
                 row["attempt"] = attempt + 1
-                entry["runs"].append(row)
+                runs[spec.key].append(row)
                 logger.info(
-                    f"ceiling {spec.key} N={n}: {row['sessions_with_gap']} with a gap, worst "
+                    f"ceiling {spec.key} N={n} try {attempt + 1}/{tries}: "
+                    f"{row['sessions_with_gap']} with a gap, worst "
                     f"{row['worst_lateness_s']:.3f} s (emulator "
-                    f"{row['emulator_worst_lateness_s']:.3f} s), "
-                    f"{row['connections_per_session']:.2f} conn/session, "
+                    f"{row['emulator_worst_lateness_s']:.3f} s), TTFA median "
+                    f"{row['ttfa_median_s'] or 0:.3f} s, "
                     f"{(row['cpu_per_audio_s'] or 0) * 1000:.2f} ms CPU per audio s"
                 )
-                if not row["sessions_with_gap"]:
-                    ok = row
-                    break
-            if ok is None:
-                active.remove(spec)
+        for spec in list(active):
+            entry = out[spec.key]
+            level = summarise_level(runs[spec.key], max_failed)
+            entry["levels"].append(level)
+            if level["passed"]:
+                entry["ceiling"] = n
             else:
-                entry["ceiling"], entry["at_ceiling"] = n, ok
+                entry["failed_at"] = n
+                active.remove(spec)
     for spec in active:
-        if out[spec.key]["ceiling"] == levels[-1]:
-            out[spec.key]["capped"] = True
-    return out
+        out[spec.key]["capped"] = True
+    return {"clients": out, "machine": machine, "tries": tries, "max_failed": max_failed}
 
 
 # --------------------------------------------------------------------------- jitter

@@ -62,3 +62,5 @@ TRACES: tuple[Trace, ...] = (
     Trace("3-word 1st sentence", ANSWER_FIRST_3, 33.0),
     Trace("20-word 1st sentence", ANSWER_FIRST_20, 33.0),
 )
+#: The load runs' answer: one 20-word sentence (about 7 s of audio), spoken by every session.
+CONCURRENCY_TRACE = Trace("20-word sentence", ANSWER_FIRST_20.split(". ")[0] + ".", 33.0)

@@ -13,12 +13,14 @@ __all__ = [
     "ChunkMode",
     "GradiumStreamingTTSService",
     "GradiumStreamingTTSSettings",
+    "GradiumStreamingTTSTuning",
     "PhraseAggregator",
 ]
 
 if TYPE_CHECKING:
     from pipecat_gradium.phrases import ChunkMode, PhraseAggregator
-    from pipecat_gradium.tts import GradiumStreamingTTSService, GradiumStreamingTTSSettings
+    from pipecat_gradium.settings import GradiumStreamingTTSSettings, GradiumStreamingTTSTuning
+    from pipecat_gradium.tts import GradiumStreamingTTSService
 
 
 def __getattr__(name: str) -> Any:
@@ -26,8 +28,12 @@ def __getattr__(name: str) -> Any:
         from pipecat_gradium import phrases
 
         return getattr(phrases, name)
-    if name in ("GradiumStreamingTTSService", "GradiumStreamingTTSSettings"):
+    if name in ("GradiumStreamingTTSSettings", "GradiumStreamingTTSTuning"):
+        from pipecat_gradium import settings
+
+        return getattr(settings, name)
+    if name == "GradiumStreamingTTSService":
         from pipecat_gradium import tts
 
-        return getattr(tts, name)
+        return tts.GradiumStreamingTTSService
     raise AttributeError(f"module 'pipecat_gradium' has no attribute {name!r}")

@@ -44,6 +44,7 @@ from pipecat_gradium.protocol import (
     ServerMessage,
     Word,
 )
+from pipecat_gradium.settings import GradiumStreamingTTSTuning
 from pipecat_gradium.sockets import GradiumSocket, ServiceSockets
 
 #: Attempts per answer: the first, then continuations after a fault (waits for a concurrency
@@ -67,29 +68,18 @@ class AnswerConfig:
     """What every answer of one service shares (fixed once the pipeline's rate is known).
 
     Parameters:
+        tuning: The service's limits (timeouts, back-offs, message size, audio batching).
         gradium_rate: The rate Gradium sends.
         output_rate: The rate the pipeline plays.
-        flush_after_first_chunk: The first phrase of each attempt carries a ``<flush>``.
-        max_chunk_chars: Longest text message.
         quiet_flush_s: The LLM quiet this long mid-answer: speak what is held.
-        first_audio_timeout_s: Longest wait for the first audio Gradium owes.
-        stall_timeout_s: Once audio flows, longest silence while Gradium owes words already
-            flushed; past it the request counts as lost and the answer goes on elsewhere.
-        limit_wait_s: Longest an answer waits for a slot under the account's concurrency cap.
         keepalive_s: Interval between refreshes of the answer's audio context.
-        audio_batch_s: Longest frame merged from Gradium's chunks; 0 pushes each chunk.
     """
 
+    tuning: GradiumStreamingTTSTuning
     gradium_rate: int
     output_rate: int
-    flush_after_first_chunk: bool
-    max_chunk_chars: int
     quiet_flush_s: float
-    first_audio_timeout_s: float
-    stall_timeout_s: float
-    limit_wait_s: float
     keepalive_s: float
-    audio_batch_s: float
 
 
 class AnswerHost(Protocol):
@@ -221,7 +211,7 @@ class Answer:
         self._batch = AudioBatcher(
             self._play,
             lambda coro: host.create_task(coro, name="gradium-audio-batch"),
-            max_s=config.audio_batch_s,
+            max_s=config.tuning.audio_batch_s,
         )
 
     def __repr__(self) -> str:
@@ -297,14 +287,16 @@ class Answer:
         Args:
             text: The phrase, with its trailing separator.
         """
-        for piece in split_message(wire_text(text), self._config.max_chunk_chars):
+        for piece in split_message(wire_text(text), self._config.tuning.max_chunk_chars):
             await self._send_piece(piece)
 
     async def _send_piece(self, text: str) -> None:
         attempt = self.attempt
         if attempt is None or self._dropped:
             return
-        sent = await attempt.send_text(text, flush_first=self._config.flush_after_first_chunk)
+        sent = await attempt.send_text(
+            text, flush_first=self._config.tuning.flush_after_first_chunk
+        )
         if sent is not None:
             await self._host.text_sent(sent)
             return
@@ -489,7 +481,7 @@ class Answer:
             return
         now = time.monotonic()
         if self._slot_deadline is None:
-            self._slot_deadline = now + self._config.limit_wait_s
+            self._slot_deadline = now + self._config.tuning.limit_wait_s
         self._slot_waits += 1
         delay = exponential_backoff_time(
             self._slot_waits,
@@ -500,7 +492,7 @@ class Answer:
         if now + delay > self._slot_deadline:
             await self._host.report(
                 self,
-                f"no Gradium session became free within {self._config.limit_wait_s:.0f} s "
+                f"no Gradium session became free within {self._config.tuning.limit_wait_s:.0f} s "
                 "(the account's concurrency limit; limit_wait_s); the answer is not spoken",
                 ErrorCategory.RATE_LIMIT,
             )
@@ -609,15 +601,19 @@ class Answer:
             now = time.monotonic()
             wake = now + config.keepalive_s
             # While the pipeline ends, nothing is waited for longer than a stall.
-            patience = config.stall_timeout_s if self._host.ending else config.first_audio_timeout_s
+            patience = (
+                config.tuning.stall_timeout_s
+                if self._host.ending
+                else config.tuning.first_audio_timeout_s
+            )
             stalled = attempt.stalled_since()
             if stalled is not None:
-                if now - stalled >= config.stall_timeout_s:
+                if now - stalled >= config.tuning.stall_timeout_s:
                     self._timer = None  # the fault path must not cancel this task
                     # A continuation has a timer of its own.
                     await self._on_stall(attempt, now - stalled)
                     return
-                wake = min(wake, stalled + config.stall_timeout_s)
+                wake = min(wake, stalled + config.tuning.stall_timeout_s)
             owed = attempt.audio_owed_since()
             if owed is not None and stalled is None:
                 waited = now - owed

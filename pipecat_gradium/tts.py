@@ -10,7 +10,7 @@ everything about one answer (attempts, faults, timer, audio, words); sockets liv
 import asyncio
 import os
 from collections.abc import AsyncGenerator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -32,11 +32,10 @@ from pipecat.transcriptions.language import Language
 from pipecat.utils.errors import ErrorCategory
 from pipecat.utils.text.base_text_aggregator import Aggregation, TextType
 from pipecat.utils.text.transforms import StripMarkdown
-from pipecat.utils.types import NOT_GIVEN, NotGiven, is_given
+from pipecat.utils.types import is_given
 from websockets.asyncio.client import ClientConnection
 
 from pipecat_gradium.answer import Answer, AnswerConfig, AnswerKind
-from pipecat_gradium.batching import DEFAULT_BATCH_S
 from pipecat_gradium.phrases import ChunkMode, PhraseAggregator
 from pipecat_gradium.pipecat_compat import complete_without_words, missing_members
 from pipecat_gradium.playback import UNSUPPORTED, next_context_item
@@ -52,6 +51,7 @@ from pipecat_gradium.protocol import (
     setup_message,
 )
 from pipecat_gradium.reachability import OutageProber, Reachability, rejected_key_status
+from pipecat_gradium.settings import GradiumStreamingTTSSettings, GradiumStreamingTTSTuning
 from pipecat_gradium.sockets import GradiumSocket, ServiceSockets, StandbyPool
 from pipecat_gradium.tracing import note_first_audio, traced_tts
 from pipecat_gradium.voices import voice_exists
@@ -60,91 +60,6 @@ DEFAULT_URL = "wss://api.gradium.ai/api/speech/tts"
 DEFAULT_VOICE = "YTpq7expH9539ERJ"
 #: Languages Gradium speaks; ``language`` maps onto its text normalisation (``rewrite_rules``).
 GRADIUM_LANGUAGES = ("en", "fr", "de", "es", "pt")
-
-
-@dataclass
-class GradiumStreamingTTSSettings(TTSSettings):
-    """Runtime-updatable settings; a change applies from the next request, on the same socket.
-
-    Parameters:
-        temp: Sampling temperature, 0.0 to 1.4 (Gradium's default 0.7).
-        cfg_coef: Voice similarity, 1.0 to 4.0 (default 2.0).
-        padding_bonus: Speaking speed, -4.0 to 4.0: negative speaks faster, positive slower.
-        rewrite_rules: Text normalisation, e.g. ``"en"`` or ``"TimeEn,Date"``. When unset,
-            ``language`` (en, fr, de, es, pt) is used as the rule set.
-        pronunciation_id: A Gradium pronunciation dictionary.
-    """
-
-    temp: float | None | NotGiven = field(default_factory=lambda: NOT_GIVEN)
-    cfg_coef: float | None | NotGiven = field(default_factory=lambda: NOT_GIVEN)
-    padding_bonus: float | None | NotGiven = field(default_factory=lambda: NOT_GIVEN)
-    rewrite_rules: str | None | NotGiven = field(default_factory=lambda: NOT_GIVEN)
-    pronunciation_id: str | None | NotGiven = field(default_factory=lambda: NOT_GIVEN)
-
-
-@dataclass(frozen=True)
-class GradiumStreamingTTSTuning:
-    """Limits most bots never change, in one place; tests turn the timeouts small.
-
-    Parameters:
-        max_chunk_chars: Longest text message sent to Gradium (cut between words).
-        flush_after_first_chunk: Send one ``<flush>`` after an answer's first phrase, so
-            Gradium does not hold its last words back while the LLM produces the next ones.
-        max_socket_age_s: A socket this old takes no new request (Gradium ends sessions at
-            300 s).
-        connect_timeout_s: Limit on one WebSocket handshake.
-        first_audio_timeout_s: Longest wait for an answer's first audio once Gradium owes it
-            (a cold start); past it the answer ends with one error.
-        stall_timeout_s: Once audio flows, longest silence while Gradium owes words already
-            flushed (or the answer's end); past it the request counts as lost and the answer
-            goes on from the first unheard word on a fresh socket. While the pipeline ends
-            (``EndFrame``), no audio is waited for longer than this.
-        retry_for_s: Sent in every setup: how long Gradium may retry allocating a worker
-            before it fails the request (its window for brief worker shortages).
-        limit_wait_s: Longest an answer waits for a free session when the account's plan
-            concurrency limit is reached, retrying with back-off.
-        probe_backoff_s: First wait before probing an unreachable Gradium again.
-        probe_backoff_max_s: Longest wait between probes (doubling from the first).
-        audio_batch_s: While Gradium is more than 0.5 s ahead of playback, its 80 ms chunks
-            are merged into frames of up to this long (every frame costs the pipeline the same
-            CPU, whatever its length); 0 pushes each chunk as it arrives.
-    """
-
-    max_chunk_chars: int = 80
-    flush_after_first_chunk: bool = True
-    max_socket_age_s: float = 240.0
-    connect_timeout_s: float = 10.0
-    first_audio_timeout_s: float = 10.0
-    stall_timeout_s: float = 3.0
-    retry_for_s: float = 2.0
-    limit_wait_s: float = 10.0
-    probe_backoff_s: float = 0.5
-    probe_backoff_max_s: float = 5.0
-    audio_batch_s: float = DEFAULT_BATCH_S
-
-    def __post_init__(self) -> None:
-        """Reject values that would make the service hang or spin.
-
-        Raises:
-            ValueError: If a timeout or back-off is not positive, or a size is negative.
-        """
-        positive = {
-            "connect_timeout_s": self.connect_timeout_s,
-            "first_audio_timeout_s": self.first_audio_timeout_s,
-            "stall_timeout_s": self.stall_timeout_s,
-            "limit_wait_s": self.limit_wait_s,
-            "probe_backoff_s": self.probe_backoff_s,
-            "probe_backoff_max_s": self.probe_backoff_max_s,
-            "max_socket_age_s": self.max_socket_age_s,
-        }
-        for name, value in positive.items():
-            if value <= 0:
-                raise ValueError(f"GradiumStreamingTTSService.Tuning: {name} must be > 0")
-        if self.max_chunk_chars < 1 or self.audio_batch_s < 0 or self.retry_for_s < 0:
-            raise ValueError(
-                "GradiumStreamingTTSService.Tuning: max_chunk_chars must be >= 1, "
-                "audio_batch_s and retry_for_s >= 0"
-            )
 
 
 @dataclass
@@ -352,16 +267,11 @@ class GradiumStreamingTTSService(WebsocketTTSService):
             )
         tuning = self._tuning
         self._answer_config = AnswerConfig(
+            tuning=tuning,
             gradium_rate=gradium_rate,
             output_rate=self.sample_rate,
-            flush_after_first_chunk=tuning.flush_after_first_chunk,
-            max_chunk_chars=tuning.max_chunk_chars,
             quiet_flush_s=self._quiet_flush_s,
-            first_audio_timeout_s=tuning.first_audio_timeout_s,
-            stall_timeout_s=tuning.stall_timeout_s,
-            limit_wait_s=tuning.limit_wait_s,
             keepalive_s=max(self._stop_frame_timeout_s / 2, 0.01),
-            audio_batch_s=tuning.audio_batch_s,
         )
         self._sockets = ServiceSockets(
             owner=self,

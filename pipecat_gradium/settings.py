@@ -1,0 +1,98 @@
+"""The service's settings: what Gradium is asked for, and the limits most bots never change.
+
+``GradiumStreamingTTSSettings`` follows Pipecat's ``TTSSettings`` (updatable at run time with
+``TTSUpdateSettingsFrame``); ``GradiumStreamingTTSTuning`` groups the timeouts, back-offs and sizes,
+one default each, that tests turn small.
+"""
+
+from dataclasses import dataclass, field
+
+from pipecat.services.settings import TTSSettings
+from pipecat.utils.types import NOT_GIVEN, NotGiven
+
+from pipecat_gradium.batching import DEFAULT_BATCH_S
+
+
+@dataclass
+class GradiumStreamingTTSSettings(TTSSettings):
+    """Runtime-updatable settings; a change applies from the next request, on the same socket.
+
+    Parameters:
+        temp: Sampling temperature, 0.0 to 1.4 (Gradium's default 0.7).
+        cfg_coef: Voice similarity, 1.0 to 4.0 (default 2.0).
+        padding_bonus: Speaking speed, -4.0 to 4.0: negative speaks faster, positive slower.
+        rewrite_rules: Text normalisation, e.g. ``"en"`` or ``"TimeEn,Date"``. When unset,
+            ``language`` (en, fr, de, es, pt) is used as the rule set.
+        pronunciation_id: A Gradium pronunciation dictionary.
+    """
+
+    temp: float | None | NotGiven = field(default_factory=lambda: NOT_GIVEN)
+    cfg_coef: float | None | NotGiven = field(default_factory=lambda: NOT_GIVEN)
+    padding_bonus: float | None | NotGiven = field(default_factory=lambda: NOT_GIVEN)
+    rewrite_rules: str | None | NotGiven = field(default_factory=lambda: NOT_GIVEN)
+    pronunciation_id: str | None | NotGiven = field(default_factory=lambda: NOT_GIVEN)
+
+
+@dataclass(frozen=True)
+class GradiumStreamingTTSTuning:
+    """Limits most bots never change, in one place; tests turn the timeouts small.
+
+    Parameters:
+        max_chunk_chars: Longest text message sent to Gradium (cut between words).
+        flush_after_first_chunk: Send one ``<flush>`` after an answer's first phrase, so
+            Gradium does not hold its last words back while the LLM produces the next ones.
+        max_socket_age_s: A socket this old takes no new request (Gradium ends sessions at
+            300 s).
+        connect_timeout_s: Limit on one WebSocket handshake.
+        first_audio_timeout_s: Longest wait for an answer's first audio once Gradium owes it
+            (a cold start); past it the answer ends with one error.
+        stall_timeout_s: Once audio flows, longest silence while Gradium owes words already
+            flushed (or the answer's end); past it the request counts as lost and the answer
+            goes on from the first unheard word on a fresh socket. While the pipeline ends
+            (``EndFrame``), no audio is waited for longer than this.
+        retry_for_s: Sent in every setup: how long Gradium may retry allocating a worker
+            before it fails the request (its window for brief worker shortages).
+        limit_wait_s: Longest an answer waits for a free session when the account's plan
+            concurrency limit is reached, retrying with back-off.
+        probe_backoff_s: First wait before probing an unreachable Gradium again.
+        probe_backoff_max_s: Longest wait between probes (doubling from the first).
+        audio_batch_s: While Gradium is more than 0.5 s ahead of playback, its 80 ms chunks
+            are merged into frames of up to this long (every frame costs the pipeline the same
+            CPU, whatever its length); 0 pushes each chunk as it arrives.
+    """
+
+    max_chunk_chars: int = 80
+    flush_after_first_chunk: bool = True
+    max_socket_age_s: float = 240.0
+    connect_timeout_s: float = 10.0
+    first_audio_timeout_s: float = 10.0
+    stall_timeout_s: float = 3.0
+    retry_for_s: float = 2.0
+    limit_wait_s: float = 10.0
+    probe_backoff_s: float = 0.5
+    probe_backoff_max_s: float = 5.0
+    audio_batch_s: float = DEFAULT_BATCH_S
+
+    def __post_init__(self) -> None:
+        """Reject values that would make the service hang or spin.
+
+        Raises:
+            ValueError: If a timeout or back-off is not positive, or a size is negative.
+        """
+        positive = {
+            "connect_timeout_s": self.connect_timeout_s,
+            "first_audio_timeout_s": self.first_audio_timeout_s,
+            "stall_timeout_s": self.stall_timeout_s,
+            "limit_wait_s": self.limit_wait_s,
+            "probe_backoff_s": self.probe_backoff_s,
+            "probe_backoff_max_s": self.probe_backoff_max_s,
+            "max_socket_age_s": self.max_socket_age_s,
+        }
+        for name, value in positive.items():
+            if value <= 0:
+                raise ValueError(f"GradiumStreamingTTSService.Tuning: {name} must be > 0")
+        if self.max_chunk_chars < 1 or self.audio_batch_s < 0 or self.retry_for_s < 0:
+            raise ValueError(
+                "GradiumStreamingTTSService.Tuning: max_chunk_chars must be >= 1, "
+                "audio_batch_s and retry_for_s >= 0"
+            )

@@ -219,9 +219,10 @@ async def test_sdk_voice_look_up_without_a_catalogue(emu: GradiumEmulator) -> No
 
 async def test_retry_for_s_absorbs_a_window_without_workers() -> None:
     async with account_emu() as emu:
-        emu.no_workers_for(0.3)
+        # The window starts once the socket is open, so a slow handshake does not eat into it.
         ws = await open_ws(emu)
         started = time.monotonic()
+        emu.no_workers_for(0.3)
         await setup(ws, retry_for_s=3)
         await answer(ws)
         msgs = await read_until_closed(ws)
@@ -229,7 +230,7 @@ async def test_retry_for_s_absorbs_a_window_without_workers() -> None:
         assert time.monotonic() - started >= 0.25
         req = emu.stats.requests[0]
         assert req.retry_for_s == 3.0 and req.worker_wait_s is not None
-        assert 0.25 <= req.worker_wait_s < 2.0 and req.error is None
+        assert 0.2 <= req.worker_wait_s < 2.0 and req.error is None
 
 
 async def test_window_longer_than_retry_for_s_errors_before_any_audio() -> None:

@@ -71,3 +71,13 @@ async def test_which_words_gradium_reports_when_it_rewrites():
     aligner.add_text(text)
     shown = [w.text for r in reports for w in aligner.add_report(r)]
     assert shown == words
+
+
+async def test_the_voice_look_up_knows_the_default_voice_and_not_a_made_up_one():
+    """The start-up voice check must never call a real catalogue voice unknown."""
+    from pipecat_gradium.tts import DEFAULT_URL, DEFAULT_VOICE
+    from pipecat_gradium.voices import voice_exists
+
+    key = os.environ["GRADIUM_API_KEY"]
+    assert await voice_exists(DEFAULT_URL, key, DEFAULT_VOICE) is True
+    assert await voice_exists(DEFAULT_URL, key, "no-such-voice-0000") is False

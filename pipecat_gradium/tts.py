@@ -37,6 +37,7 @@ from websockets.asyncio.client import ClientConnection
 
 from pipecat_gradium.answer import Answer, AnswerConfig, AnswerKind
 from pipecat_gradium.batching import DEFAULT_BATCH_S
+from pipecat_gradium.loop_lag import LoopLagMonitor
 from pipecat_gradium.phrases import ChunkMode, PhraseAggregator
 from pipecat_gradium.pipecat_compat import complete_without_words, missing_members
 from pipecat_gradium.playback import UNSUPPORTED, next_context_item
@@ -108,6 +109,11 @@ class GradiumStreamingTTSTuning:
         audio_batch_s: While Gradium is more than 0.5 s ahead of playback, its 80 ms chunks
             are merged into frames of up to this long (every frame costs the pipeline the same
             CPU, whatever its length); 0 pushes each chunk as it arrives.
+        loaded_first_chunk_words: While the process's event loop runs late (many bots in one
+            process, or a bot short of CPU: see :mod:`pipecat_gradium.loop_lag`), an answer's
+            first phrase waits for this many words (or a sentence's end), so its audio lasts
+            through the burst of LLM tokens that slows the loop: first audio comes a little
+            later, the audio after it without gaps. 0 keeps ``first_chunk_words`` always.
     """
 
     max_chunk_chars: int = 80
@@ -121,6 +127,7 @@ class GradiumStreamingTTSTuning:
     probe_backoff_s: float = 0.5
     probe_backoff_max_s: float = 5.0
     audio_batch_s: float = DEFAULT_BATCH_S
+    loaded_first_chunk_words: int = 8
 
     def __post_init__(self) -> None:
         """Reject values that would make the service hang or spin.
@@ -140,10 +147,15 @@ class GradiumStreamingTTSTuning:
         for name, value in positive.items():
             if value <= 0:
                 raise ValueError(f"GradiumStreamingTTSService.Tuning: {name} must be > 0")
-        if self.max_chunk_chars < 1 or self.audio_batch_s < 0 or self.retry_for_s < 0:
+        if (
+            self.max_chunk_chars < 1
+            or self.audio_batch_s < 0
+            or self.retry_for_s < 0
+            or self.loaded_first_chunk_words < 0
+        ):
             raise ValueError(
                 "GradiumStreamingTTSService.Tuning: max_chunk_chars must be >= 1, "
-                "audio_batch_s and retry_for_s >= 0"
+                "audio_batch_s, retry_for_s and loaded_first_chunk_words >= 0"
             )
 
 
@@ -287,7 +299,11 @@ class GradiumStreamingTTSService(WebsocketTTSService):
             ramp_chunk_words=ramp_chunk_words,
             max_chars=tuning.max_chunk_chars,
             language=self._text_aggregator.language,
+            loaded_first_chunk_words=tuning.loaded_first_chunk_words,
+            loaded=self._loop_loaded,
         )
+        # Set at start: the monitor belongs to the loop the pipeline runs on.
+        self._lag: LoopLagMonitor | None = None
         # Installed in Pipecat's sentence mode: the base feeds it tokens and speaks its chunks.
         self._text_aggregator = self._phrases
         self._answers: dict[str, Answer] = {}
@@ -374,6 +390,9 @@ class GradiumStreamingTTSService(WebsocketTTSService):
             share_key=StandbyPool.sharing_key(self._url, self._api_key),
         )
         self._ending = False
+        if self._lag is None:
+            self._lag = LoopLagMonitor.for_running_loop()
+            self._lag.acquire()
         self._check_voice()
         await self._connect_websocket()
 
@@ -423,6 +442,13 @@ class GradiumStreamingTTSService(WebsocketTTSService):
         """Close the sockets on stop, cancel and cleanup (the base only sets a flag)."""
         await super()._disconnect()
         await self._disconnect_websocket()
+        lag, self._lag = self._lag, None
+        if lag is not None:
+            lag.release()
+
+    def _loop_loaded(self) -> bool:
+        """Whether the event loop runs late (asked at the words of an answer's first phrase)."""
+        return self._lag is not None and self._lag.loaded
 
     async def _receive_messages(self):
         """Unused: each socket has its own receive task in :mod:`pipecat_gradium.sockets`."""

@@ -276,4 +276,9 @@ VARIANTS: tuple[ClientSpec, ...] = (
         "pipecat-gradium, first phrase not lengthened under load",
         _ours(tuning=GradiumStreamingTTSService.Tuning(loaded_first_chunk_words=0)),
     ),
+    ClientSpec(
+        "ours_loaded5",
+        "pipecat-gradium, loaded first phrase 5 words",
+        _ours(tuning=GradiumStreamingTTSService.Tuning(loaded_first_chunk_words=5)),
+    ),
 )

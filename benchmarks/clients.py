@@ -268,3 +268,17 @@ FIRST_CHUNK_SWEEP: tuple[ClientSpec, ...] = tuple(
     for n in (1, 2, 3, 4)
     if n != DEFAULT_FIRST_CHUNK_WORDS
 )
+
+#: Variants of this service for comparisons in one run (``--scale --clients``), not run by default.
+VARIANTS: tuple[ClientSpec, ...] = (
+    ClientSpec(
+        "ours_steady_first",
+        "pipecat-gradium, first phrase not lengthened under load",
+        _ours(tuning=GradiumStreamingTTSService.Tuning(loaded_first_chunk_words=0)),
+    ),
+    ClientSpec(
+        "ours_loaded5",
+        "pipecat-gradium, loaded first phrase 5 words",
+        _ours(tuning=GradiumStreamingTTSService.Tuning(loaded_first_chunk_words=5)),
+    ),
+)

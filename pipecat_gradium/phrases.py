@@ -33,6 +33,10 @@ Rules:
 * First chunk of an answer (``PHRASE`` and ``SENTENCE`` modes): emitted once it
   holds ``first_chunk_words`` complete words, or at the first complete word that
   ends with clause or sentence punctuation (``"Well, "`` alone is fine).
+* Under load (the aggregator's ``loaded()`` is true while the event loop runs
+  late, see :mod:`pipecat_gradium.loop_lag`), the first chunk waits for
+  ``loaded_first_chunk_words`` complete words or sentence punctuation instead,
+  so its audio lasts through the token burst that slows the loop.
 * The first chunk (in every mode) never ends right after an abbreviation, title,
   initial or ordinal in the aggregator's ``language``
   (:func:`~pipecat_gradium.abbreviations.is_abbreviation`: ``"Dr."``, ``"e.g."``,
@@ -96,7 +100,7 @@ depend on how the text was split into tokens; only
 """
 
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from enum import IntEnum, StrEnum
 
 from pipecat.utils.text.base_text_aggregator import Aggregation, BaseTextAggregator, TextType
@@ -280,6 +284,8 @@ class PhraseAggregator(BaseTextAggregator):
         ramp_chunk_words: Sequence[int] = (4, 8),
         max_chars: int = 80,
         language: str | None = None,
+        loaded_first_chunk_words: int = 0,
+        loaded: Callable[[], bool] | None = None,
     ) -> None:
         """Initialize the aggregator.
 
@@ -293,10 +299,18 @@ class PhraseAggregator(BaseTextAggregator):
             max_chars: Soft maximum chunk length in characters; only a single
                 longer word exceeds it.
             language: Language code, passed to the base class.
+            loaded_first_chunk_words: While ``loaded()`` says the event loop runs
+                late, the first chunk waits for this many complete words (or
+                sentence punctuation; a clause mark alone does not end it), so
+                its audio covers the burst of tokens that slows the loop. 0 (or
+                no larger than ``first_chunk_words``) turns this off.
+            loaded: Whether the event loop is loaded now; asked at the words of
+                the first chunk only (see :mod:`pipecat_gradium.loop_lag`).
 
         Raises:
             ValueError: If ``chunking`` is unknown, ``first_chunk_words < 1``, a
-                ramp value ``< 1`` or ``max_chars < 10``.
+                ramp value ``< 1``, ``max_chars < 10`` or
+                ``loaded_first_chunk_words < 0``.
         """
         try:
             mode = ChunkMode(chunking)
@@ -314,9 +328,15 @@ class PhraseAggregator(BaseTextAggregator):
             raise ValueError(f"ramp_chunk_words must be whole numbers >= 1, got {ramp!r}")
         if max_chars < 10:
             raise ValueError(f"max_chars must be >= 10, got {max_chars}")
+        if loaded_first_chunk_words < 0:
+            raise ValueError(
+                f"loaded_first_chunk_words must be >= 0, got {loaded_first_chunk_words}"
+            )
         super().__init__(aggregation_type=TextType.SENTENCE, language=language)
         self._mode = mode
         self._first_chunk_words = first_chunk_words
+        self._loaded_first_chunk_words = loaded_first_chunk_words
+        self._loaded = loaded if loaded_first_chunk_words > first_chunk_words else None
         self._ramp = ramp if mode is ChunkMode.PHRASE else ()
         self._max_chars = max_chars
         self._clear()
@@ -699,6 +719,8 @@ class PhraseAggregator(BaseTextAggregator):
         if self._mode is ChunkMode.WORD:
             return True
         if self._first:
+            if self._loaded is not None and self._loaded():
+                return punct == _SENTENCE or self._n_words >= self._loaded_first_chunk_words
             return punct != _NONE or self._n_words >= self._first_chunk_words
         if self._mode is ChunkMode.PHRASE:
             if self._chunks <= len(self._ramp) and self._n_words >= self._ramp[self._chunks - 1]:

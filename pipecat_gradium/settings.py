@@ -59,6 +59,11 @@ class GradiumStreamingTTSTuning:
         audio_batch_s: While Gradium is more than 0.5 s ahead of playback, its 80 ms chunks
             are merged into frames of up to this long (every frame costs the pipeline the same
             CPU, whatever its length); 0 pushes each chunk as it arrives.
+        loaded_first_chunk_words: While the process's event loop runs late (many bots in one
+            process, or a bot short of CPU: see :mod:`pipecat_gradium.loop_lag`), an answer's
+            first phrase waits for this many words (or a sentence's end), so its audio lasts
+            through the burst of LLM tokens that slows the loop: first audio comes a little
+            later, the audio after it without gaps. 0 keeps ``first_chunk_words`` always.
     """
 
     max_chunk_chars: int = 80
@@ -72,6 +77,7 @@ class GradiumStreamingTTSTuning:
     probe_backoff_s: float = 0.5
     probe_backoff_max_s: float = 5.0
     audio_batch_s: float = DEFAULT_BATCH_S
+    loaded_first_chunk_words: int = 8
 
     def __post_init__(self) -> None:
         """Reject values that would make the service hang or spin.
@@ -91,8 +97,13 @@ class GradiumStreamingTTSTuning:
         for name, value in positive.items():
             if value <= 0:
                 raise ValueError(f"GradiumStreamingTTSService.Tuning: {name} must be > 0")
-        if self.max_chunk_chars < 1 or self.audio_batch_s < 0 or self.retry_for_s < 0:
+        if (
+            self.max_chunk_chars < 1
+            or self.audio_batch_s < 0
+            or self.retry_for_s < 0
+            or self.loaded_first_chunk_words < 0
+        ):
             raise ValueError(
                 "GradiumStreamingTTSService.Tuning: max_chunk_chars must be >= 1, "
-                "audio_batch_s and retry_for_s >= 0"
+                "audio_batch_s, retry_for_s and loaded_first_chunk_words >= 0"
             )

@@ -36,6 +36,7 @@ from pipecat.utils.types import is_given
 from websockets.asyncio.client import ClientConnection
 
 from pipecat_gradium.answer import Answer, AnswerConfig, AnswerKind
+from pipecat_gradium.loop_lag import LoopLagMonitor
 from pipecat_gradium.phrases import ChunkMode, PhraseAggregator
 from pipecat_gradium.pipecat_compat import complete_without_words, missing_members
 from pipecat_gradium.playback import UNSUPPORTED, next_context_item
@@ -202,7 +203,11 @@ class GradiumStreamingTTSService(WebsocketTTSService):
             ramp_chunk_words=ramp_chunk_words,
             max_chars=tuning.max_chunk_chars,
             language=self._text_aggregator.language,
+            loaded_first_chunk_words=tuning.loaded_first_chunk_words,
+            loaded=self._loop_loaded,
         )
+        # Set at start: the monitor belongs to the loop the pipeline runs on.
+        self._lag: LoopLagMonitor | None = None
         # Installed in Pipecat's sentence mode: the base feeds it tokens and speaks its chunks.
         self._text_aggregator = self._phrases
         self._answers: dict[str, Answer] = {}
@@ -284,6 +289,9 @@ class GradiumStreamingTTSService(WebsocketTTSService):
             share_key=StandbyPool.sharing_key(self._url, self._api_key),
         )
         self._ending = False
+        if self._lag is None:
+            self._lag = LoopLagMonitor.for_running_loop()
+            self._lag.acquire()
         self._check_voice()
         await self._connect_websocket()
 
@@ -333,6 +341,13 @@ class GradiumStreamingTTSService(WebsocketTTSService):
         """Close the sockets on stop, cancel and cleanup (the base only sets a flag)."""
         await super()._disconnect()
         await self._disconnect_websocket()
+        lag, self._lag = self._lag, None
+        if lag is not None:
+            lag.release()
+
+    def _loop_loaded(self) -> bool:
+        """Whether the event loop runs late (asked at the words of an answer's first phrase)."""
+        return self._lag is not None and self._lag.loaded
 
     async def _receive_messages(self):
         """Unused: each socket has its own receive task in :mod:`pipecat_gradium.sockets`."""

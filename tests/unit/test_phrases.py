@@ -66,6 +66,7 @@ def test_defaults_and_types():
         ({"ramp_chunk_words": (2.5,)}, "ramp_chunk_words"),
         ({"max_chars": 9}, "max_chars"),
         ({"chunking": "paragraph"}, "chunking"),
+        ({"loaded_first_chunk_words": -1}, "loaded_first_chunk_words"),
     ],
 )
 def test_invalid_arguments(kwargs, message):
@@ -958,3 +959,49 @@ def test_quiet_flush_never_leaves_a_marker_at_the_next_chunk_start():
     agg = PhraseAggregator(first_chunk_words=5)
     agg.feed("Here are some items\n-")
     assert agg.take_ready_text() == "Here are some items\n"  # after a newline: markdown
+
+
+# -- the first chunk under load ------------------------------------------------
+
+WALK = "I checked every restaurant within a ten minute walk of your hotel. And "
+
+
+def loaded_chunks(text, loaded, **kwargs):
+    asked = []
+
+    def is_loaded():
+        asked.append(len(asked))
+        return loaded
+
+    kwargs.setdefault("ramp_chunk_words", ())
+    agg = PhraseAggregator(
+        first_chunk_words=2, loaded_first_chunk_words=5, loaded=is_loaded, **kwargs
+    )
+    return [c for token in text.split(" ") for c in agg.feed(token + " ")], asked
+
+
+@pytest.mark.parametrize("loaded", [False, True])
+def test_first_chunk_waits_for_more_words_only_while_loaded(loaded):
+    chunks, asked = loaded_chunks(WALK, loaded)
+    first = "I checked every restaurant within " if loaded else "I checked "
+    assert chunks[0] == first
+    # Nothing lost or reordered ("And" is complete only once a next word starts).
+    assert "".join(chunks) == WALK[: WALK.index("And")]
+    assert asked  # asked at the first chunk's words
+    assert len(asked) <= 5  # and not for the later chunks
+
+
+def test_under_load_a_clause_mark_does_not_end_the_first_chunk_but_a_sentence_does():
+    chunks, _ = loaded_chunks("Well, I think so. Yes it is. ", True)
+    assert chunks[0] == "Well, I think so. "
+    chunks, _ = loaded_chunks("Well, I think so. Yes it is. ", False)
+    assert chunks[0] == "Well, "
+
+
+def test_load_check_off_when_it_would_not_raise_the_first_chunk():
+    asked = []
+    agg = PhraseAggregator(
+        first_chunk_words=3, loaded_first_chunk_words=3, loaded=lambda: asked.append(1) or True
+    )
+    assert agg.feed("one two three four ") == ["one two three "]
+    assert asked == []

@@ -1,0 +1,47 @@
+"""A loaded event loop: the first phrase waits for more words; unloaded, it goes at two."""
+
+import asyncio
+import time
+
+from pipecat_gradium.emulator import GradiumEmulator
+from pipecat_gradium.loop_lag import LATE_S, MIN_LATE_TICKS, TICK_S, LoopLagMonitor
+from pipecat_gradium.testing import start_pipeline
+from tests.conftest import build_service
+
+ANSWER = "Sure, the forecast looks bright today with clear skies through the whole morning."
+
+
+async def block_the_loop(monitor: LoopLagMonitor) -> None:
+    """Make the loop really late, as a burst of LLM tokens in many pipelines would."""
+    for _ in range(MIN_LATE_TICKS + 1):
+        time.sleep(TICK_S + LATE_S + 0.02)  # blocks the loop: the monitor's timer wakes late
+        await asyncio.sleep(0.01)  # the timer wakes (late) and is due again
+    await asyncio.sleep(TICK_S * 2)  # let the timer observe the last late wake-up
+
+
+async def first_message(emu: GradiumEmulator, *, loaded: bool) -> str:
+    tts = build_service(emu, loaded_first_chunk_words=8)
+    h = await start_pipeline(tts)
+    try:
+        if loaded:
+            monitor = LoopLagMonitor.for_running_loop()
+            await block_the_loop(monitor)
+            assert monitor.loaded
+        before = h.stopped()
+        await h.speak_answer(ANSWER, tokens_per_s=200)
+        await h.down.wait_for(lambda: h.stopped() > before, timeout=15)
+    finally:
+        await h.stop()
+    assert not h.errors()
+    assert h.words_out() == ANSWER.split()
+    return emu.stats.requests[-1].texts[0]
+
+
+async def test_unloaded_the_first_phrase_goes_at_two_words(emu: GradiumEmulator):
+    assert await first_message(emu, loaded=False) == "Sure, <flush>"
+
+
+async def test_a_loaded_loop_makes_the_first_phrase_wait_for_eight_words(emu: GradiumEmulator):
+    first = await first_message(emu, loaded=True)
+    assert first.endswith("<flush>")
+    assert len(first.replace("<flush>", "").split()) >= 8

@@ -547,16 +547,7 @@ class Answer:
             "fresh socket",
             ErrorCategory.SERVER,
         )
-        attempt.state = AttemptState.FAILED
-        sock = attempt.socket
-        others = [a for a in sock.requests.values() if a is not self and a.carried_by(sock)]
-        # Closing the socket is the only way to end the request on Gradium's side; the other
-        # requests it carried go on elsewhere.
-        self._sockets.close_soon(sock)
-        await self._cut(attempt)
-        for other in others:
-            if other.fail():
-                await other.continue_or_cut()
+        await self._close_socket_of(attempt, go_on=False)
 
     async def _on_stall(self, attempt: Attempt, waited_s: float) -> None:
         """Audio flowed, then Gradium went silent on words it owes: a lost request."""
@@ -572,16 +563,26 @@ class Answer:
             f"({waited_s:.1f} s; limit stall_timeout_s); {action}",
             ErrorCategory.SERVER,
         )
+        await self._close_socket_of(attempt, go_on=not ending)
+
+    async def _close_socket_of(self, attempt: Attempt, *, go_on: bool) -> None:
+        """Fail an attempt Gradium went silent on, and close its socket.
+
+        Closing the socket is the only way to end the request on Gradium's side; the other
+        requests it carried go on elsewhere.
+
+        Args:
+            attempt: The attempt.
+            go_on: Continue this answer on a new attempt (else it is cut here).
+        """
         attempt.state = AttemptState.FAILED
         sock = attempt.socket
         others = [a for a in sock.requests.values() if a is not self and a.carried_by(sock)]
-        # Closing the socket is the only way to end the request on Gradium's side; the other
-        # requests it carried go on elsewhere.
         self._sockets.close_soon(sock)
-        if ending:
-            await self._cut(attempt)
-        else:
+        if go_on:
             await self.continue_or_cut()
+        else:
+            await self._cut(attempt)
         for other in others:
             if other.fail():
                 await other.continue_or_cut()
@@ -591,9 +592,10 @@ class Answer:
     async def _watch(self) -> None:
         """Keep its audio context open, flush when the LLM goes quiet, cut it when audio is late.
 
-        Runs while the answer has an attempt. Pipecat closes an audio context after ``stop_frame_timeout_s`` without an item; a cold
-        start, an LLM pause or a continuation's reconnect can take longer. One task per answer
-        that wakes at its next deadline only, so a fast token stream costs nothing here.
+        Runs while the answer has an attempt. Pipecat closes an audio context after
+        ``stop_frame_timeout_s`` without an item; a cold start, an LLM pause or a continuation's
+        reconnect can take longer. One task per answer that wakes at its next deadline only, so
+        a fast token stream costs nothing here.
         """
         config = self._config
         quiet_flushed_for: float | None = None  # the last_token_at a quiet flush was sent for

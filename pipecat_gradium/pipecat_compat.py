@@ -7,7 +7,7 @@ Pipecat release lacks (the service logs them once at construction, and a test fa
 and where Pipecat's own behaviour is an acceptable fallback the plugin uses it instead of failing.
 """
 
-from typing import Any
+from typing import Any, cast
 
 from pipecat.frames.frames import AggregatedTextProgressFrame, TTSTextFrame
 from pipecat.services.tts_service import TTSService, WebsocketTTSService
@@ -105,12 +105,12 @@ async def complete_without_words(service: TTSService, context_id: str) -> bool:
     """
     sequencer: Any = getattr(service, "_aggregated_frame_sequencer", None)
     tracker: Any = getattr(service, "_word_timestamp_tracker", None)
-    push = getattr(service, "_push_word_frames", None)
-    force_complete = getattr(sequencer, "force_complete", None)
+    push: Any = getattr(service, "_push_word_frames", None)
+    force_complete: Any = getattr(sequencer, "force_complete", None)
     if not (callable(force_complete) and callable(push) and hasattr(tracker, "last_pts")):
         return False
-    frames: list[Any] = getattr(sequencer, "force_complete")(context_id, tracker.last_pts)
-    await getattr(service, "_push_word_frames")(
+    frames: list[Any] = cast(Any, force_complete)(context_id, tracker.last_pts)
+    await cast(Any, push)(
         [f for f in frames if not isinstance(f, (TTSTextFrame, AggregatedTextProgressFrame))]
     )
     return True

@@ -442,9 +442,7 @@ class GradiumStreamingTTSService(WebsocketTTSService):
         Returns:
             The answer, or None when no request can be opened (the reason is reported).
         """
-        if self._sockets is None or self._sockets.stopped or not self.is_usable:
-            return None
-        if self._reachability.key_rejected:
+        if not self._may_connect():
             return None
         answer = self._answers.get(context_id)
         if answer is not None and answer.cut:
@@ -563,9 +561,7 @@ class GradiumStreamingTTSService(WebsocketTTSService):
             The socket, or None.
         """
         sockets = self._sockets
-        if sockets is None or sockets.stopped or not self.is_usable:
-            return None
-        if self._reachability.key_rejected:
+        if sockets is None or not self._may_connect():
             return None
         try:
             await self._reachability.before_connect()
@@ -582,6 +578,15 @@ class GradiumStreamingTTSService(WebsocketTTSService):
             return None
         self._reachability.connected()
         return sock
+
+    def _may_connect(self) -> bool:
+        """Whether a new request may go out: sockets running, service usable, key not rejected."""
+        return (
+            self._sockets is not None
+            and not self._sockets.stopped
+            and self.is_usable
+            and not self._reachability.key_rejected
+        )
 
     def setup_message(self, req_id: str) -> str:
         """The setup of a new request under the current settings.
@@ -891,8 +896,9 @@ class GradiumStreamingTTSService(WebsocketTTSService):
         try:
             await self._sockets.acquire(interruptible=True)
         except Exception as e:
-            if rejected_key_status(e) is not None:
-                await self._reject_key(f"HTTP {rejected_key_status(e)}")
+            status = rejected_key_status(e)
+            if status is not None:
+                await self._reject_key(f"HTTP {status}")
             raise
 
     async def _on_recovered(self) -> None:

@@ -117,6 +117,17 @@ async def nothing_left_open(emu: GradiumEmulator) -> None:
     assert leaked == []
 
 
+def connected_event(tts: GradiumStreamingTTSService) -> asyncio.Event:
+    """An event set each time the service reports itself connected (``on_connected``)."""
+    connected = asyncio.Event()
+
+    @tts.event_handler("on_connected")
+    async def on_connected(_service):
+        connected.set()
+
+    return connected
+
+
 def one_error(h: PipelineHarness, category: ErrorCategory):
     errors = h.errors()
     assert [e.category for e in errors] == [category], [e.error for e in errors]
@@ -373,12 +384,7 @@ async def test_outage_at_start_ends_answers_at_once_then_recovers_by_itself():
     async with GradiumEmulator(api_key="test-key", latency=FAST) as emu:
         emu.start_outage()
         tts = service(emu, stop_frame_timeout_s=2.0)
-        connected = asyncio.Event()
-
-        @tts.event_handler("on_connected")
-        async def on_connected(_service):
-            connected.set()
-
+        connected = connected_event(tts)
         h = await run(tts)
         try:
             await h.up.wait_for(lambda: len(h.errors()) >= 1, timeout=5)
@@ -421,12 +427,7 @@ async def test_outage_at_start_ends_answers_at_once_then_recovers_by_itself():
 async def test_outage_mid_call_answer_fails_fast_and_the_next_after_recovery_speaks():
     async with GradiumEmulator(api_key="test-key", latency=FAST) as emu:
         tts = service(emu, standby_sockets=0)
-        connected = asyncio.Event()
-
-        @tts.event_handler("on_connected")
-        async def on_connected(_service):
-            connected.set()
-
+        connected = connected_event(tts)
         h = await run(tts)
         try:
             await h.speak_answer(SHORT)

@@ -417,7 +417,8 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "results.md").write_text(markdown)
     write_chart(results, args.out / "ttfa.png")
     print(markdown)
-    logger.info(f"wrote {args.out}/results.json, results.md, ttfa.png")
+    chart = ", ttfa.png" if (args.out / "ttfa.png").exists() else ""
+    logger.info(f"wrote {args.out}/results.json, results.md{chart}")
     return 0
 
 

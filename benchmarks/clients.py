@@ -277,6 +277,29 @@ VARIANTS: tuple[ClientSpec, ...] = (
         _ours(tuning=GradiumStreamingTTSService.Tuning(loaded_first_chunk_words=0)),
     ),
     ClientSpec(
+        "ours_no_lowbuf",
+        "pipecat-gradium, no low-buffer flush",
+        _ours(tuning=GradiumStreamingTTSService.Tuning(low_buffer_flush_s=0)),
+    ),
+    ClientSpec(
+        "ours_lowbuf_only",
+        "pipecat-gradium, low-buffer flush, first phrase not lengthened",
+        _ours(
+            tuning=GradiumStreamingTTSService.Tuning(
+                loaded_first_chunk_words=0, low_buffer_flush_s=0.4
+            )
+        ),
+    ),
+    ClientSpec(
+        "ours_before18",
+        "pipecat-gradium, neither (as before issue 18)",
+        _ours(
+            tuning=GradiumStreamingTTSService.Tuning(
+                loaded_first_chunk_words=0, low_buffer_flush_s=0
+            )
+        ),
+    ),
+    ClientSpec(
         "ours_loaded5",
         "pipecat-gradium, loaded first phrase 5 words",
         _ours(tuning=GradiumStreamingTTSService.Tuning(loaded_first_chunk_words=5)),

@@ -5,6 +5,7 @@ process's resident memory. Noisy figures are only comparable between machines (a
 next to these: a load run on a host whose Python loop is ten times slower has a lower ceiling.
 """
 
+import ctypes
 import os
 import time
 from pathlib import Path
@@ -71,6 +72,23 @@ def _status_kb(field: str) -> int:
 def rss_bytes() -> int:
     """This process's resident set size now (Linux ``/proc/self/status``)."""
     return _status_kb("VmRSS") * 1024
+
+
+def trimmed_rss_bytes() -> int | None:
+    """RSS after handing the C allocator's free pages back to the system (glibc ``malloc_trim``).
+
+    Memory freed by the program but kept by the allocator counts in plain RSS; after a trim
+    what remains is what is in use (and fragmentation the trim cannot undo).
+
+    Returns:
+        The RSS in bytes, or None where glibc's ``malloc_trim`` is not available.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):
+        return None
+    return rss_bytes()
 
 
 def peak_rss_bytes() -> int:

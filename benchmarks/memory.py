@@ -8,7 +8,9 @@ sockets, land in the baseline), then takes the baseline after a full collection,
 sessions and has each speak once (starts staggered over 1 s, as in the load runs).
 
 Per session: (RSS - baseline) / N, both after speaking with the sessions still open and idle
-("held"), and at the peak while they spoke ("peak").
+("held"), and at the peak while they spoke ("peak"); and held once more after glibc's
+``malloc_trim`` has handed the allocator's free pages back ("trimmed", against a trimmed
+baseline): the part of "held" that is memory in use rather than memory freed and kept.
 
 Run by the scale benchmark; by hand::
 
@@ -24,7 +26,7 @@ import sys
 from typing import Any
 
 from .clients import CLIENTS, VARIANTS, ClientSpec
-from .machine import peak_rss_bytes, reset_peak_rss, rss_bytes
+from .machine import peak_rss_bytes, reset_peak_rss, rss_bytes, trimmed_rss_bytes
 from .measure import Session
 from .scale import start_sessions, stop_sessions
 from .traces import CONCURRENCY_TRACE, Trace
@@ -66,6 +68,7 @@ async def measure_in_this_process(
     await warm.speak(trace)
     gc.collect()
     baseline = rss_bytes()
+    trimmed_baseline = trimmed_rss_bytes()
     peak_reset = reset_peak_rss()
     sessions = await _start(spec, url, n)
     started = rss_bytes()
@@ -79,6 +82,7 @@ async def measure_in_this_process(
         results = await asyncio.gather(*(one(s) for s in sessions), return_exceptions=True)
         gc.collect()
         held, peak = rss_bytes(), peak_rss_bytes()
+        trimmed = trimmed_rss_bytes()
     finally:
         await stop_sessions(sessions)
         await warm.stop()
@@ -93,6 +97,12 @@ async def measure_in_this_process(
         "per_session_started_bytes": (started - baseline) / n,
         "per_session_held_bytes": (held - baseline) / n,
         "per_session_peak_bytes": (peak - baseline) / n,
+        "trimmed_bytes": trimmed,
+        "per_session_trimmed_bytes": (
+            (trimmed - trimmed_baseline) / n
+            if trimmed is not None and trimmed_baseline is not None
+            else None
+        ),
         "errors": [repr(r) for r in results if isinstance(r, BaseException)][:3],
     }
 

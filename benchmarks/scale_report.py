@@ -66,7 +66,7 @@ def _memory_at(entry: dict[str, Any], n: int) -> dict[str, Any] | None:
 def _memory_cell(entry: dict[str, Any], key: str) -> str:
     parts = []
     for m in entry.get("memory", []):
-        value = "failed" if "error" in m else _mib(m[key])
+        value = "failed" if "error" in m else ("n/a" if m.get(key) is None else _mib(m[key]))
         parts.append(f"{value} @{m['sessions']}")
     return " / ".join(parts) or "n/a"
 
@@ -313,6 +313,10 @@ def ceiling_section(results: dict[str, Any]) -> list[str]:
     row(
         "RSS per session, peak while speaking (MiB @ sessions)",
         lambda c: _memory_cell(c, "per_session_peak_bytes"),
+    )
+    row(
+        "RSS per session, held, after the allocator returns free pages (malloc_trim)",
+        lambda c: _memory_cell(c, "per_session_trimmed_bytes"),
     )
     row(
         "process RSS before the sessions (imports + 1 warm session, MiB)",

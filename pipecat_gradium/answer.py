@@ -54,6 +54,9 @@ MAX_ATTEMPTS = 3
 SLOT_RETRY_S = 0.25
 #: Longest wait between those retries.
 SLOT_RETRY_MAX_S = 2.0
+#: Gradium sends 80 ms chunks faster than real time: no audio for this long means it waits for
+#: text (the low-buffer flush, ``Tuning.low_buffer_flush_s``).
+AUDIO_PAUSE_S = 0.12
 
 
 class AnswerKind(Enum):
@@ -142,8 +145,12 @@ class AnswerHost(Protocol):
         """Keep the answer's audio context open while audio is owed."""
         ...
 
-    async def went_quiet(self, answer: "Answer") -> None:
-        """The LLM has been quiet ``quiet_flush_s`` mid-answer: speak what is held."""
+    async def speak_held(self, answer: "Answer") -> None:
+        """Speak what is held mid-answer: complete words the phrases hold, then ``<flush>``.
+
+        Asked when the LLM has been quiet ``quiet_flush_s``, or when the audio received is
+        about to run out (``Tuning.low_buffer_flush_s``).
+        """
         ...
 
     async def finished(self, answer: "Answer") -> None:
@@ -599,6 +606,7 @@ class Answer:
         """
         config = self._config
         quiet_flushed_for: float | None = None  # the last_token_at a quiet flush was sent for
+        low_flushed_for: tuple[int, float] | None = None  # the state a low-buffer flush was for
         while (attempt := self.attempt) is not None:
             now = time.monotonic()
             wake = now + config.keepalive_s
@@ -633,13 +641,47 @@ class Answer:
             ):
                 due = last + config.quiet_flush_s
                 if now >= due:
-                    await self._host.went_quiet(self)
+                    await self._host.speak_held(self)
                     quiet_flushed_for = last
+                else:
+                    wake = min(wake, due)
+            due = self._low_buffer_flush_due(attempt)
+            # Once per state of the attempt (text sent, audio received): a flush with nothing
+            # held changes neither, and must not be asked for again.
+            state = (len(attempt.texts), attempt.audio_s)
+            if due is not None and state != low_flushed_for:
+                if now >= due:
+                    # The next phrase is late: speak the words held for it now rather than
+                    # let the listener hear a gap while they wait.
+                    await self._host.speak_held(self)
+                    low_flushed_for = state
                 else:
                     wake = min(wake, due)
             self._host.keep_alive(self)
             await asyncio.sleep(max(wake - time.monotonic(), 0.001))
         self._timer = None
+
+    def _low_buffer_flush_due(self, attempt: Attempt) -> float | None:
+        """When to speak the words held back (by Gradium or the phrases), lest audio run out.
+
+        Playback is taken to have run without a break from the first audio, which puts its end
+        no later than it is: a flush may come early, never late. While audio still streams in,
+        Gradium is at work on words it has; only once it pauses is it waiting for more text.
+
+        Returns:
+            A ``time.monotonic()`` value, or None when no such flush applies.
+        """
+        margin = self._config.tuning.low_buffer_flush_s
+        if (
+            margin <= 0
+            or self.kind is not AnswerKind.LLM
+            or self.first_audio_at is None
+            or attempt.last_audio_at is None
+            or attempt.end_sent
+        ):
+            return None
+        runs_out = self.first_audio_at + attempt.time_offset_s + attempt.audio_s
+        return max(runs_out - margin, attempt.last_audio_at + AUDIO_PAUSE_S)
 
     async def _stop_timer(self) -> None:
         timer, self._timer = self._timer, None

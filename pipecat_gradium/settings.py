@@ -64,6 +64,10 @@ class GradiumStreamingTTSTuning:
             first phrase waits for this many words (or a sentence's end), so its audio lasts
             through the burst of LLM tokens that slows the loop: first audio comes a little
             later, the audio after it without gaps. 0 keeps ``first_chunk_words`` always.
+        low_buffer_flush_s: Once an answer's audio plays, when what Gradium sent would run out
+            within this long while it still holds back words already sent (it reads a few words
+            ahead and waits for more text), send ``<flush>`` so it speaks them: the next
+            phrase is late (a slow LLM, a loaded event loop) and a gap is near. 0 turns it off.
     """
 
     max_chunk_chars: int = 80
@@ -78,6 +82,7 @@ class GradiumStreamingTTSTuning:
     probe_backoff_max_s: float = 5.0
     audio_batch_s: float = DEFAULT_BATCH_S
     loaded_first_chunk_words: int = 8
+    low_buffer_flush_s: float = 0.4
 
     def __post_init__(self) -> None:
         """Reject values that would make the service hang or spin.
@@ -102,8 +107,10 @@ class GradiumStreamingTTSTuning:
             or self.audio_batch_s < 0
             or self.retry_for_s < 0
             or self.loaded_first_chunk_words < 0
+            or self.low_buffer_flush_s < 0
         ):
             raise ValueError(
                 "GradiumStreamingTTSService.Tuning: max_chunk_chars must be >= 1, "
-                "audio_batch_s, retry_for_s and loaded_first_chunk_words >= 0"
+                "audio_batch_s, retry_for_s, loaded_first_chunk_words and low_buffer_flush_s "
+                ">= 0"
             )

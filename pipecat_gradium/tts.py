@@ -64,8 +64,8 @@ GRADIUM_LANGUAGES = ("en", "fr", "de", "es", "pt")
 
 
 @dataclass
-class _QuietFlushFrame(ControlFrame):
-    """Internal: the LLM went quiet mid-answer; speak what is already here."""
+class _SpeakHeldFrame(ControlFrame):
+    """Internal: speak what is held mid-answer (the LLM went quiet, or audio runs low)."""
 
     context_id: str = ""
 
@@ -371,8 +371,8 @@ class GradiumStreamingTTSService(WebsocketTTSService):
             frame: The frame.
             direction: Its direction.
         """
-        if isinstance(frame, _QuietFlushFrame):
-            await self._quiet_flush(frame.context_id)
+        if isinstance(frame, _SpeakHeldFrame):
+            await self._speak_held(frame.context_id)
             return
         if isinstance(frame, LLMTextFrame) and not frame.skip_tts and self._turn_context_id:
             answer = self._answers.get(self._turn_context_id)
@@ -476,7 +476,7 @@ class GradiumStreamingTTSService(WebsocketTTSService):
         self._answers[context_id] = answer
         return answer
 
-    async def _quiet_flush(self, context_id: str) -> None:
+    async def _speak_held(self, context_id: str) -> None:
         answer = self._answers.get(context_id)
         if answer is None or not answer.open_for_text or context_id != self._turn_context_id:
             return
@@ -486,7 +486,7 @@ class GradiumStreamingTTSService(WebsocketTTSService):
                 self._aggregated_text_frame(Aggregation(ready, TextType.SENTENCE))
             )
         if answer.unflushed:
-            logger.debug(f"{self}: LLM quiet for {self._quiet_flush_s}s, flushing {context_id}")
+            logger.debug(f"{self}: speaking the words held for {context_id} (<flush>)")
             await answer.flush()
 
     async def _handle_interruption(self, frame: InterruptionFrame, direction: FrameDirection):
@@ -760,13 +760,13 @@ class GradiumStreamingTTSService(WebsocketTTSService):
         """
         self._refresh_audio_context(answer.context_id)
 
-    async def went_quiet(self, answer: Answer) -> None:
-        """The LLM went quiet: the flush goes through the frame queue, in order with tokens.
+    async def speak_held(self, answer: Answer) -> None:
+        """Speak what is held: through the frame queue, in order with the tokens before it.
 
         Args:
             answer: The answer.
         """
-        await self.queue_frame(_QuietFlushFrame(context_id=answer.context_id))
+        await self.queue_frame(_SpeakHeldFrame(context_id=answer.context_id))
 
     async def finished(self, answer: Answer) -> None:
         """An answer has no live attempt any more: its audio context ends once played.

@@ -59,6 +59,11 @@ SLOT_RETRY_MAX_S = 2.0
 AUDIO_PAUSE_S = 0.12
 
 
+def _resolve(future: "asyncio.Future[None]") -> None:
+    if not future.done():
+        future.set_result(None)
+
+
 class AnswerKind(Enum):
     """What an answer speaks, which decides whether the quiet flush applies."""
 
@@ -210,6 +215,8 @@ class Answer:
         self._config = config
         self._dropped = False
         self._timer: asyncio.Task | None = None
+        self._timer_wakes: asyncio.Future[None] | None = None  # the timer's sleep, cut short
+        self._timer_wake_at = 0.0
         self._continuations = 0  # after faults; bounded by MAX_ATTEMPTS
         self._slot_waits = 0  # retries for a concurrency slot
         self._slot_deadline: float | None = None
@@ -367,6 +374,7 @@ class Answer:
                 ttfa = self.first_audio_at - self.first_token_at
             self._host.first_audio(self, ttfa)
         out = attempt.convert(pcm)
+        self._wake_timer_for_low_buffer(attempt)
         if out:
             await self._batch.add(out, self._bytes_per_s)
         if attempt.words_pending:
@@ -647,19 +655,44 @@ class Answer:
                     wake = min(wake, due)
             due = self._low_buffer_flush_due(attempt)
             # Once per state of the attempt (text sent, audio received): a flush with nothing
-            # held changes neither, and must not be asked for again.
+            # held changes neither, and is not asked for again until one of them moves (new
+            # text, or the flushed words' audio), which nothing here is told of: look again soon.
             state = (len(attempt.texts), attempt.audio_s)
-            if due is not None and state != low_flushed_for:
-                if now >= due:
+            if due is not None:
+                if state == low_flushed_for:
+                    wake = min(wake, now + AUDIO_PAUSE_S)
+                elif now >= due:
                     # The next phrase is late: speak the words held for it now rather than
                     # let the listener hear a gap while they wait.
                     await self._host.speak_held(self)
                     low_flushed_for = state
+                    wake = min(wake, now + AUDIO_PAUSE_S)
                 else:
                     wake = min(wake, due)
             self._host.keep_alive(self)
-            await asyncio.sleep(max(wake - time.monotonic(), 0.001))
+            await self._sleep_until(wake)
         self._timer = None
+
+    async def _sleep_until(self, wake: float) -> None:
+        """The timer's sleep, which :meth:`_wake_timer` ends early."""
+        loop = asyncio.get_running_loop()
+        wakes = self._timer_wakes = loop.create_future()
+        self._timer_wake_at = wake
+        handle = loop.call_later(max(wake - time.monotonic(), 0.001), _resolve, wakes)
+        try:
+            await wakes
+        finally:
+            handle.cancel()
+            self._timer_wakes = None
+
+    def _wake_timer_for_low_buffer(self, attempt: Attempt) -> None:
+        """Audio arrived: if that brings the low-buffer flush before the timer's wake, wake it."""
+        wakes = self._timer_wakes
+        if wakes is None or wakes.done():
+            return
+        due = self._low_buffer_flush_due(attempt)
+        if due is not None and due < self._timer_wake_at:
+            wakes.set_result(None)
 
     def _low_buffer_flush_due(self, attempt: Attempt) -> float | None:
         """When to speak the words held back (by Gradium or the phrases), lest audio run out.

@@ -15,6 +15,7 @@ pytestmark = pytest.mark.timeout(30)
 
 FIRST = "Here is what I found about your trip to the coast "
 WORDS = FIRST.split()
+SECOND = "and the weather along the way "
 
 
 def flush_times(emu: GradiumEmulator) -> list[float]:
@@ -25,30 +26,40 @@ def flush_times(emu: GradiumEmulator) -> list[float]:
     return [t for text, t in zip(req.texts, req.text_times, strict=True) if "<flush>" in text]
 
 
+def assert_not_early(emu: GradiumEmulator, flushed_at: float) -> None:
+    """The flush came once the audio it had was within the margin of running out (playback
+    from the first chunk), and once Gradium had paused."""
+    req = emu.stats.requests[0]
+    before = [(t, d) for t, d in req.audio_chunks if t <= flushed_at]
+    assert req.first_audio_at is not None
+    assert flushed_at >= req.first_audio_at + sum(d for _, d in before) - 0.4 - 0.05
+    assert flushed_at - before[-1][0] >= 0.1
+
+
 async def test_words_held_back_are_flushed_before_the_audio_runs_out(
     emu: GradiumEmulator, make_tts
 ):
-    # The quiet flush is far off: only the low-buffer flush can bring out the held words.
-    h = await start_pipeline(make_tts(quiet_flush_s=20.0, low_buffer_flush_s=0.4))
+    # The quiet flush is far off, and so is the timer's keep-alive wake-up (half of Pipecat's
+    # stop-frame timeout): only the low-buffer flush can bring out the held words in time.
+    tts = make_tts(quiet_flush_s=20.0, low_buffer_flush_s=0.4, stop_frame_timeout_s=20.0)
+    h = await start_pipeline(tts)
     try:
         await h.speak_answer(FIRST, end=False)
         await emu.stats.wait_for(lambda s: len(flush_times(emu)) == 2, timeout=10)
         await h.down.wait_for(lambda: h.words_out() == WORDS, timeout=10)
-        req = emu.stats.requests[0]
-        flushed_at = flush_times(emu)[1]
-        before = [(t, d) for t, d in req.audio_chunks if t <= flushed_at]
-        audio_before = sum(d for _, d in before)
-        # Not before the audio it had was within the margin of running out (playback from
-        # the first chunk), and not before Gradium had paused.
-        assert flushed_at >= req.first_audio_at + audio_before - 0.4 - 0.05
-        assert flushed_at - before[-1][0] >= 0.1
-        # The LLM goes on: no second flush without new text, and the answer ends whole.
+        assert_not_early(emu, flush_times(emu)[1])
+        # The next phrase is late too: flushed again once its audio runs low.
+        await h.speak_answer(SECOND, start=False, end=False)
+        await emu.stats.wait_for(lambda s: len(flush_times(emu)) == 3, timeout=4)
+        await h.down.wait_for(lambda: h.words_out() == WORDS + SECOND.split(), timeout=4)
+        assert_not_early(emu, flush_times(emu)[2])
+        # The LLM goes on: no flush without new text, and the answer ends whole.
         await h.speak_answer("", tokens=[" today", "."], start=False)
         await h.down.wait_for(lambda: h.stopped() >= 1, timeout=10)
     finally:
         await h.stop()
-    assert len(flush_times(emu)) == 2
-    assert h.words_out() == [*WORDS, "today."]
+    assert len(flush_times(emu)) == 3
+    assert h.words_out() == [*WORDS, *SECOND.split(), "today."]
     assert not h.errors()
 
 

@@ -187,7 +187,7 @@ JITTER_SEEDS = (1, 2, 3, 4)
 
 #: Ceiling levels: around where the clients break on a 2-core machine, and on one core.
 NORMAL_LEVELS = [64, 96, 128, 160, 192, 224, 256]
-STARVED_LEVELS = [48, 64, 80, 96, 112, 128, 144, 160]
+STARVED_LEVELS = [48, 64, 80, 96, 112, 128, 144, 160, 176, 192, 208]
 
 
 def scale_settings(

@@ -102,15 +102,16 @@ class GradiumStreamingTTSTuning:
         for name, value in positive.items():
             if value <= 0:
                 raise ValueError(f"GradiumStreamingTTSService.Tuning: {name} must be > 0")
-        if (
-            self.max_chunk_chars < 1
-            or self.audio_batch_s < 0
-            or self.retry_for_s < 0
-            or self.loaded_first_chunk_words < 0
-            or self.low_buffer_flush_s < 0
-        ):
-            raise ValueError(
-                "GradiumStreamingTTSService.Tuning: max_chunk_chars must be >= 1, "
-                "audio_batch_s, retry_for_s, loaded_first_chunk_words and low_buffer_flush_s "
-                ">= 0"
-            )
+        if self.max_chunk_chars < 1:
+            raise ValueError("GradiumStreamingTTSService.Tuning: max_chunk_chars must be >= 1")
+        not_negative = {
+            "audio_batch_s": self.audio_batch_s,
+            "retry_for_s": self.retry_for_s,
+            "loaded_first_chunk_words": self.loaded_first_chunk_words,
+            "low_buffer_flush_s": self.low_buffer_flush_s,
+        }
+        for name, value in not_negative.items():
+            if value < 0:
+                raise ValueError(
+                    f"GradiumStreamingTTSService.Tuning: {name} must be >= 0 (0 turns it off)"
+                )

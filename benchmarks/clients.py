@@ -300,6 +300,11 @@ VARIANTS: tuple[ClientSpec, ...] = (
         ),
     ),
     ClientSpec(
+        "ours_unbatched",
+        "pipecat-gradium, audio chunks not merged",
+        _ours(tuning=GradiumStreamingTTSService.Tuning(audio_batch_s=0)),
+    ),
+    ClientSpec(
         "ours_loaded5",
         "pipecat-gradium, loaded first phrase 5 words",
         _ours(tuning=GradiumStreamingTTSService.Tuning(loaded_first_chunk_words=5)),

@@ -605,9 +605,10 @@ class Answer:
     # ------------------------------------------------------------------ the timer
 
     async def _watch(self) -> None:
-        """Keep its audio context open, flush when the LLM goes quiet, cut it when audio is late.
+        """Keep its audio context open, speak what is held, cut it when audio is late.
 
-        Runs while the answer has an attempt. Pipecat closes an audio context after
+        Speaks what is held when the LLM goes quiet or the audio received runs low. Runs while
+        the answer has an attempt. Pipecat closes an audio context after
         ``stop_frame_timeout_s`` without an item; a cold start, an LLM pause or a continuation's
         reconnect can take longer. One task per answer that wakes at its next deadline only, so
         a fast token stream costs nothing here.
@@ -674,7 +675,7 @@ class Answer:
         self._timer = None
 
     async def _sleep_until(self, wake: float) -> None:
-        """The timer's sleep, which :meth:`_wake_timer` ends early."""
+        """The timer's sleep, which :meth:`_wake_timer_for_low_buffer` may end early."""
         loop = asyncio.get_running_loop()
         wakes = self._timer_wakes = loop.create_future()
         self._timer_wake_at = wake

@@ -231,6 +231,11 @@ def _ours(**kwargs: Any) -> Callable[[str], FrameProcessor]:
     return make
 
 
+def _tuned(**tuning: Any) -> Callable[[str], FrameProcessor]:
+    """This service with ``GradiumStreamingTTSService.Tuning(**tuning)``."""
+    return _ours(tuning=GradiumStreamingTTSService.Tuning(**tuning))
+
+
 def _builtin(**kwargs: Any) -> Callable[[str], FrameProcessor]:
     def make(url: str) -> FrameProcessor:
         settings = GradiumTTSService.Settings(voice=VOICE)
@@ -248,7 +253,7 @@ CLIENTS: tuple[ClientSpec, ...] = (
     ClientSpec(
         "ours_noflush",
         "pipecat-gradium, first-chunk flush off",
-        _ours(tuning=GradiumStreamingTTSService.Tuning(flush_after_first_chunk=False)),
+        _tuned(flush_after_first_chunk=False),
     ),
     ClientSpec("builtin", "Pipecat built-in, sentence (default)", _builtin(), baseline=True),
     ClientSpec(
@@ -273,40 +278,42 @@ FIRST_CHUNK_SWEEP: tuple[ClientSpec, ...] = tuple(
 VARIANTS: tuple[ClientSpec, ...] = (
     ClientSpec(
         "ours_steady_first",
-        "pipecat-gradium, first phrase not lengthened under load",
-        _ours(tuning=GradiumStreamingTTSService.Tuning(loaded_first_chunk_words=0)),
+        "pipecat-gradium, first phrase not lengthened under load (low-buffer flush on)",
+        _tuned(loaded_first_chunk_words=0),
     ),
     ClientSpec(
         "ours_no_lowbuf",
         "pipecat-gradium, no low-buffer flush",
-        _ours(tuning=GradiumStreamingTTSService.Tuning(low_buffer_flush_s=0)),
-    ),
-    ClientSpec(
-        "ours_lowbuf_only",
-        "pipecat-gradium, low-buffer flush, first phrase not lengthened",
-        _ours(
-            tuning=GradiumStreamingTTSService.Tuning(
-                loaded_first_chunk_words=0, low_buffer_flush_s=0.4
-            )
-        ),
+        _tuned(low_buffer_flush_s=0),
     ),
     ClientSpec(
         "ours_before18",
         "pipecat-gradium, neither (as before issue 18)",
-        _ours(
-            tuning=GradiumStreamingTTSService.Tuning(
-                loaded_first_chunk_words=0, low_buffer_flush_s=0
-            )
-        ),
+        _tuned(loaded_first_chunk_words=0, low_buffer_flush_s=0),
     ),
     ClientSpec(
         "ours_unbatched",
         "pipecat-gradium, audio chunks not merged",
-        _ours(tuning=GradiumStreamingTTSService.Tuning(audio_batch_s=0)),
+        _tuned(audio_batch_s=0),
     ),
     ClientSpec(
         "ours_loaded5",
         "pipecat-gradium, loaded first phrase 5 words",
-        _ours(tuning=GradiumStreamingTTSService.Tuning(loaded_first_chunk_words=5)),
+        _tuned(loaded_first_chunk_words=5),
     ),
 )
+
+#: Every client a benchmark can be asked for by key.
+ALL_CLIENTS: tuple[ClientSpec, ...] = (*CLIENTS, *VARIANTS)
+
+
+def client_by_key(key: str) -> ClientSpec:
+    """The client named ``key`` in :data:`ALL_CLIENTS`.
+
+    Raises:
+        KeyError: If no client has that key.
+    """
+    for spec in ALL_CLIENTS:
+        if spec.key == key:
+            return spec
+    raise KeyError(f"no benchmark client {key!r}; known: {', '.join(c.key for c in ALL_CLIENTS)}")

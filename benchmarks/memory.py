@@ -25,7 +25,7 @@ import random
 import sys
 from typing import Any
 
-from .clients import CLIENTS, VARIANTS, ClientSpec
+from .clients import ALL_CLIENTS, ClientSpec, client_by_key
 from .machine import peak_rss_bytes, reset_peak_rss, rss_bytes, trimmed_rss_bytes
 from .measure import Session
 from .scale import start_sessions, stop_sessions
@@ -152,11 +152,11 @@ def main(argv: list[str] | None = None) -> int:
     logger.remove()
     logger.add(sys.stderr, level="WARNING")
     parser = argparse.ArgumentParser(prog="python -m benchmarks.memory", description=__doc__)
-    parser.add_argument("--client", required=True, choices=[c.key for c in (*CLIENTS, *VARIANTS)])
+    parser.add_argument("--client", required=True, choices=[c.key for c in ALL_CLIENTS])
     parser.add_argument("--sessions", type=int, required=True)
     parser.add_argument("--url", required=True, help="the emulator's WebSocket URL")
     args = parser.parse_args(argv)
-    spec = next(c for c in (*CLIENTS, *VARIANTS) if c.key == args.client)
+    spec = client_by_key(args.client)
     result = asyncio.run(measure_in_this_process(spec, args.url, args.sessions, CONCURRENCY_TRACE))
     print(json.dumps(result))
     return 0

@@ -42,7 +42,7 @@ logger.add(sys.stderr, level="WARNING")
 
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor  # noqa: E402
 
-from benchmarks.clients import CLIENTS, VARIANTS, ClientSpec, _ours  # noqa: E402
+from benchmarks.clients import ClientSpec, _ours, client_by_key  # noqa: E402
 from benchmarks.emulator import LATENCY_MODEL, start_emulator  # noqa: E402
 from benchmarks.machine import pin_to_one_cpu, snapshot  # noqa: E402
 from benchmarks.measure import Answer, cpu_s, lateness, pct  # noqa: E402
@@ -179,7 +179,7 @@ def summarise_stacks(path: Path, top: int = 25) -> dict[str, Any]:
 async def profile(args: argparse.Namespace) -> dict[str, Any]:
     """One level of one client, with counters, the lag timer and (maybe) py-spy."""
     pinned = pin_to_one_cpu() if args.starved else None
-    spec = next(c for c in (*CLIENTS, *VARIANTS) if c.key == args.client)
+    spec = client_by_key(args.client)
     if args.ours_kw:
         kw = json.loads(args.ours_kw)
         spec = ClientSpec(f"ours-{args.tag}", f"pipecat-gradium {kw}", _ours(**kw))

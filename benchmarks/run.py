@@ -32,7 +32,7 @@ from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 from benchmarks import memory  # noqa: E402
-from benchmarks.clients import CLIENTS, FIRST_CHUNK_SWEEP, VARIANTS  # noqa: E402
+from benchmarks.clients import ALL_CLIENTS, CLIENTS, FIRST_CHUNK_SWEEP  # noqa: E402
 from benchmarks.emulator import LATENCY_MODEL, EmulatorProcess, start_emulator  # noqa: E402
 from benchmarks.machine import LOOP_STEPS, pin_to_one_cpu, snapshot  # noqa: E402
 from benchmarks.measure import run_barge_in, run_concurrency, run_series  # noqa: E402
@@ -382,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
         type=lambda v: v.split(","),
         help="with --scale: the clients compared, by key (default: "
         + ",".join(c.key for c in SCALE_CLIENTS)
-        + f"; also {', '.join(c.key for c in (*CLIENTS, *VARIANTS) if c not in SCALE_CLIENTS)})",
+        + f"; also {', '.join(c.key for c in ALL_CLIENTS if c not in SCALE_CLIENTS)})",
     )
     parser.add_argument("--out", type=Path, default=RESULTS, help="output directory")
     args = parser.parse_args(argv)
@@ -391,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.levels:
             cfg["levels"] = args.levels
         if args.clients:
-            known = {c.key: c for c in (*CLIENTS, *VARIANTS)}
+            known = {c.key: c for c in ALL_CLIENTS}
             unknown = [k for k in args.clients if k not in known]
             if unknown or not {"ours", "builtin"} <= set(args.clients):
                 parser.error(f"--clients must name ours and builtin among {', '.join(known)}")

@@ -27,7 +27,7 @@ import asyncio  # noqa: E402
 import statistics  # noqa: E402
 from dataclasses import replace  # noqa: E402
 
-from benchmarks.clients import CLIENTS, VARIANTS  # noqa: E402
+from benchmarks.clients import client_by_key  # noqa: E402
 from benchmarks.emulator import start_emulator  # noqa: E402
 from benchmarks.measure import Session  # noqa: E402
 from benchmarks.traces import STANDARD  # noqa: E402
@@ -61,14 +61,13 @@ def silences(arrivals: list[tuple[float, float]]) -> list[float]:
 
 async def run(answers: int) -> list[dict[str, object]]:
     """Every client at every pace, ``answers`` answers each, one session per client and pace."""
-    specs = {c.key: c for c in (*CLIENTS, *VARIANTS)}
     emu = await start_emulator()
     rows: list[dict[str, object]] = []
     try:
         for pace in PACES:
             trace = replace(STANDARD, name=f"{pace:g} tok/s", tokens_per_s=pace)
             for key in CLIENT_KEYS:
-                session = await Session.start(specs[key], emu.ws_url)
+                session = await Session.start(client_by_key(key), emu.ws_url)
                 ttfas: list[float] = []
                 gaps: list[int] = []
                 silent: list[float] = []

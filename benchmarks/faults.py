@@ -31,6 +31,7 @@ from pipecat.processors.aggregators.llm_response_universal import (  # noqa: E40
     LLMAssistantAggregator,
 )
 
+from benchmarks.measure import silences  # noqa: E402
 from benchmarks.traces import ANSWER_FIRST_3, ANSWER_FIRST_6  # noqa: E402
 from pipecat_gradium import GradiumStreamingTTSService  # noqa: E402
 from pipecat_gradium.emulator import Fault, GradiumEmulator, LatencyModel  # noqa: E402
@@ -64,15 +65,7 @@ class Row:
 
 def silence_s(requests: list[RequestStats]) -> float:
     """Longest mid-answer gap a listener hears, playing the answer's audio at real time."""
-    chunks = sorted(c for r in requests for c in r.audio_chunks)
-    if not chunks:
-        return 0.0
-    play_end = chunks[0][0]
-    longest = 0.0
-    for at, duration in chunks:
-        longest = max(longest, at - play_end)
-        play_end = max(play_end, at) + duration
-    return longest
+    return max(silences(sorted(c for r in requests for c in r.audio_chunks)), default=0.0)
 
 
 def errors_text(h: PipelineHarness) -> str:

@@ -394,6 +394,27 @@ async def run_barge_in(
 # --------------------------------------------------------------------------- concurrency
 
 
+def silences(arrivals: list[tuple[float, float]]) -> list[float]:
+    """The waits of a listener who plays from the first frame on and pauses when audio is late.
+
+    Args:
+        arrivals: ``(time, seconds of audio)`` of each frame, in order of arrival.
+
+    Returns:
+        Every wait, in seconds, in order (zero-length ones left out).
+    """
+    waits: list[float] = []
+    if not arrivals:
+        return waits
+    play_end = arrivals[0][0]
+    for at, dur in arrivals:
+        if at > play_end:
+            waits.append(at - play_end)
+            play_end = at
+        play_end += dur
+    return waits
+
+
 def lateness(arrivals: list[tuple[float, float]]) -> float:
     """How far arrivals fell behind real-time playback that starts at the first arrival.
 

@@ -29,34 +29,13 @@ from dataclasses import replace  # noqa: E402
 
 from benchmarks.clients import client_by_key  # noqa: E402
 from benchmarks.emulator import start_emulator  # noqa: E402
-from benchmarks.measure import Session  # noqa: E402
+from benchmarks.measure import Session, silences  # noqa: E402
 from benchmarks.traces import STANDARD  # noqa: E402
 
 PACES = (4.0, 6.0, 10.0)
 CLIENT_KEYS = ("ours", "ours_no_lowbuf", "builtin")
 #: A wait for audio shorter than this is not heard as a gap.
 GAP_S = 0.1
-
-
-def silences(arrivals: list[tuple[float, float]]) -> list[float]:
-    """The waits of a listener who plays from the first frame on and pauses when audio is late.
-
-    Args:
-        arrivals: ``(time, seconds of audio)`` of each frame, in order.
-
-    Returns:
-        Every wait, in seconds, in order (zero-length ones left out).
-    """
-    waits: list[float] = []
-    if not arrivals:
-        return waits
-    play_end = arrivals[0][0]
-    for at, dur in arrivals:
-        if at > play_end:
-            waits.append(at - play_end)
-            play_end = at
-        play_end += dur
-    return waits
 
 
 async def run(answers: int) -> list[dict[str, object]]:

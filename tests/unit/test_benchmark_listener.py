@@ -1,6 +1,9 @@
-"""The listener model of ``benchmarks.slow_llm``: plays from the first frame, waits when late."""
+"""The listener of the benchmarks (``measure.silences``): plays from the first frame, waits when late.
 
-from benchmarks.slow_llm import silences
+Used by ``benchmarks.slow_llm`` (every wait) and ``benchmarks.faults`` (the longest).
+"""
+
+from benchmarks.measure import silences
 
 
 def test_audio_on_time_has_no_silence():

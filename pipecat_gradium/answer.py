@@ -59,11 +59,6 @@ SLOT_RETRY_MAX_S = 2.0
 AUDIO_PAUSE_S = 0.12
 
 
-def _resolve(future: "asyncio.Future[None]") -> None:
-    if not future.done():
-        future.set_result(None)
-
-
 class AnswerKind(Enum):
     """What an answer speaks, which decides whether the quiet flush applies."""
 
@@ -215,7 +210,7 @@ class Answer:
         self._config = config
         self._dropped = False
         self._timer: asyncio.Task | None = None
-        self._timer_wakes: asyncio.Future[None] | None = None  # the timer's sleep, cut short
+        self._timer_wakes: asyncio.Event | None = None  # set to end the timer's sleep early
         self._timer_wake_at = 0.0
         self._continuations = 0  # after faults; bounded by MAX_ATTEMPTS
         self._slot_waits = 0  # retries for a concurrency slot
@@ -676,12 +671,13 @@ class Answer:
 
     async def _sleep_until(self, wake: float) -> None:
         """The timer's sleep, which :meth:`_wake_timer_for_low_buffer` may end early."""
-        loop = asyncio.get_running_loop()
-        wakes = self._timer_wakes = loop.create_future()
+        wakes = self._timer_wakes = asyncio.Event()
         self._timer_wake_at = wake
-        handle = loop.call_later(max(wake - time.monotonic(), 0.001), _resolve, wakes)
+        handle = asyncio.get_running_loop().call_later(
+            max(wake - time.monotonic(), 0.001), wakes.set
+        )
         try:
-            await wakes
+            await wakes.wait()
         finally:
             handle.cancel()
             self._timer_wakes = None
@@ -689,11 +685,11 @@ class Answer:
     def _wake_timer_for_low_buffer(self, attempt: Attempt) -> None:
         """Audio arrived: if that brings the low-buffer flush before the timer's wake, wake it."""
         wakes = self._timer_wakes
-        if wakes is None or wakes.done():
+        if wakes is None:
             return
         due = self._low_buffer_flush_due(attempt)
         if due is not None and due < self._timer_wake_at:
-            wakes.set_result(None)
+            wakes.set()
 
     def _low_buffer_flush_due(self, attempt: Attempt) -> float | None:
         """When to speak the words held back (by Gradium or the phrases), lest audio run out.

@@ -18,8 +18,13 @@ from typing import Any
 from pipecat.frames.frames import (
     Frame,
     InterruptionFrame,
+    LLMFullResponseEndFrame,
+    LLMTextFrame,
+    TextType,
     TTSAudioRawFrame,
+    TTSStartedFrame,
     TTSStoppedFrame,
+    TTSTextFrame,
 )
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.services.gradium.tts import GradiumTTSService
@@ -207,6 +212,65 @@ class LiveKitStyleTTSService(TTSService):
             await self.cancel_task(seg.receiver)
 
 
+#: Audio per answer of the floor client: what the emulator speaks for the load runs' sentence
+#: (52 chunks of 80 ms; this service and the built-in receive 4.12-4.16 s).
+FLOOR_AUDIO_CHUNKS = 52
+_CHUNK_S = 0.08
+
+
+class PipelineFloor(FrameProcessor):
+    """The least any TTS stage costs in the benchmark pipeline: no socket, no aggregation.
+
+    Not a client anyone would ship: it measures the share of a client's CPU that is not the
+    client's. Every LLM token frame still travels the pipeline to it (that is Pipecat's cost,
+    paid by every TTS service), and at the end of the answer it pushes the frames any TTS with
+    word timestamps must push: a started frame, the answer's audio in Gradium's 80 ms chunks,
+    one text frame per word and a stopped frame. A client's CPU per audio second minus this
+    floor's is the client's own.
+    """
+
+    def __init__(self, *, sample_rate: int = SAMPLE_RATE):
+        """Create the floor.
+
+        Args:
+            sample_rate: Rate of the silent audio it pushes.
+        """
+        super().__init__()
+        self._sample_rate = sample_rate
+        self._chunk = bytes(int(sample_rate * _CHUNK_S) * 2)
+        self._text: list[str] = []
+        self._answers = 0
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection):
+        """Swallow the answer's tokens; speak it at its end.
+
+        Args:
+            frame: The frame.
+            direction: Its direction.
+        """
+        await super().process_frame(frame, direction)
+        if isinstance(frame, LLMTextFrame):
+            self._text.append(frame.text)
+            return
+        await self.push_frame(frame, direction)
+        if isinstance(frame, LLMFullResponseEndFrame):
+            await self._speak()
+
+    async def _speak(self) -> None:
+        self._answers += 1
+        ctx = f"floor-{id(self)}-{self._answers}"
+        words = "".join(self._text).split()
+        self._text.clear()
+        await self.push_frame(TTSStartedFrame(context_id=ctx))
+        for _ in range(FLOOR_AUDIO_CHUNKS):
+            await self.push_frame(
+                TTSAudioRawFrame(self._chunk, self._sample_rate, 1, context_id=ctx)
+            )
+        for word in words:
+            await self.push_frame(TTSTextFrame(word, TextType.WORD, context_id=ctx))
+        await self.push_frame(TTSStoppedFrame(context_id=ctx))
+
+
 @dataclass(frozen=True)
 class ClientSpec:
     """A client under test.
@@ -295,6 +359,11 @@ VARIANTS: tuple[ClientSpec, ...] = (
         "ours_unbatched",
         "pipecat-gradium, audio chunks not merged",
         _tuned(audio_batch_s=0),
+    ),
+    ClientSpec(
+        "floor",
+        "pipeline floor (no TTS work: tokens in, silence out)",
+        lambda url: PipelineFloor(),
     ),
     ClientSpec(
         "ours_loaded5",

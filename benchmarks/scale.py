@@ -220,7 +220,7 @@ async def run_ceilings(
                     f"ceiling {spec.key} N={n} try {attempt + 1}/{tries}: "
                     f"{row['sessions_with_gap']} with a gap, worst "
                     f"{row['worst_lateness_s']:.3f} s (emulator "
-                    f"{row['emulator_worst_lateness_s']:.3f} s), TTFA median "
+                    f"{row['emulator_worst_lateness_s'] or 0:.3f} s), TTFA median "
                     f"{row['ttfa_median_s'] or 0:.3f} s, "
                     f"{(row['cpu_per_audio_s'] or 0) * 1000:.2f} ms CPU per audio s"
                 )

@@ -134,6 +134,9 @@ def ceiling_targets(results: dict[str, Any]) -> list[Row]:
                 None if r is None else r <= 0.6,
             )
         )
+        floor_row = _cpu_above_floor(clients, n, ca, cpb)
+        if floor_row:
+            out.append(floor_row)
     big = [r for lv in co["levels"] for r in lv["runs"] if r["sessions"] >= 100]
     worst = max((r["connections_per_session"] for r in big), default=None)
     out.append(
@@ -156,6 +159,7 @@ def ceiling_targets(results: dict[str, Any]) -> list[Row]:
                 f"{_mib(b['per_session_held_bytes'])} MiB"
                 for n, a, b in pairs
             )
+            + _floor_memory(clients.get("floor"), [int(n) for n, _, _ in pairs])
             or "n/a",
             None
             if not pairs
@@ -165,6 +169,41 @@ def ceiling_targets(results: dict[str, Any]) -> list[Row]:
         )
     )
     return out
+
+
+def _floor_memory(floor: dict[str, Any] | None, levels: list[int]) -> str:
+    """The pipeline floor's held RSS per session at the same levels, when the run has it."""
+    parts = []
+    for n in levels:
+        m = _memory_at(floor, n) if floor else None
+        if m and m.get("per_session_held_bytes") is not None:
+            parts.append(f"{n}: {_mib(m['per_session_held_bytes'])} MiB")
+    return f" (pipeline floor, no TTS work: {'; '.join(parts)})" if parts else ""
+
+
+def _cpu_above_floor(
+    clients: dict[str, Any], n: int, ours: dict[str, float] | None, base: dict[str, float] | None
+) -> Row | None:
+    """The CPU target read on what a client controls: its CPU above the pipeline floor's.
+
+    Only when the run includes the ``floor`` client (a stage that does no TTS work) at level
+    ``n``. The floor is what every token frame and the audio and word frames cost in the
+    pipeline, whichever client speaks; a ratio of totals cannot go below the floor's own ratio.
+    """
+    floor = clients.get("floor")
+    lv = level_of(floor["ceiling"], n) if floor else None
+    fc = lv["figures"]["cpu_per_audio_s"] if lv else None
+    if not (fc and ours and base) or base["median"] <= fc["median"]:
+        return None
+    f, a, b = fc["median"], ours["median"], base["median"]
+    r = (a - f) / (b - f)
+    return (
+        "CPU per audio second above the pipeline floor <= 0.6x the built-in's (a reading of "
+        "the CPU target on the part a client controls; not the issue's wording)",
+        f"floor {_cpu_ms(f)} ms at {n} ({f / b:.2f}x the built-in's total); above it "
+        f"{_cpu_ms(a - f)} vs {_cpu_ms(b - f)} ms ({r:.2f}x)",
+        r <= 0.6,
+    )
 
 
 def extras_targets(results: dict[str, Any]) -> list[Row]:

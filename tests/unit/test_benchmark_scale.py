@@ -163,3 +163,20 @@ def test_report_shows_the_spread_over_tries_and_the_machine() -> None:
     assert "| 192 | ours | 2 of 3 | **no** | 40 (0-50) |" in text
     assert "0.200 / 0.190 s at the start" in text
     assert "Command: `python -m benchmarks.run --scale --ceiling-only`" in text
+
+
+def test_cpu_above_the_pipeline_floor_is_reported_when_the_run_has_the_floor() -> None:
+    results = _results()
+    names = [name for name, _, _ in ceiling_targets(results)]
+    assert not any("pipeline floor" in n for n in names)
+    # The floor (no TTS work) costs 2.4 ms per audio second at 128: the clients' own CPU above
+    # it is 0.4 vs 1.2 ms, a third, though their totals are 0.78x apart.
+    results["clients"]["floor"] = _client("floor", [_level(128, [0, 0, 0], 0.0, 0.9, 0.0024)])
+    rows = {name: (evidence, ok) for name, evidence, ok in ceiling_targets(results)}
+    [(evidence, ok)] = [v for k, v in rows.items() if k.startswith("CPU per audio second above")]
+    assert evidence == (
+        "floor 2.40 ms at 128 (0.67x the built-in's total); above it 0.40 vs 1.20 ms (0.33x)"
+    )
+    assert ok is True
+    [memory] = [v for k, v in rows.items() if k.startswith("RSS per session")]
+    assert "(pipeline floor, no TTS work: 1: 0.32 MiB; 32: 0.32 MiB" in memory[0]

@@ -40,7 +40,6 @@ from loguru import logger
 logger.remove()
 logger.add(sys.stderr, level="WARNING")
 
-from pipecat.frames.frames import LLMTextFrame  # noqa: E402
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor  # noqa: E402
 
 from benchmarks.clients import ClientSpec, _ours, client_by_key  # noqa: E402
@@ -49,6 +48,12 @@ from benchmarks.machine import pin_to_one_cpu, snapshot  # noqa: E402
 from benchmarks.measure import Answer, cpu_s, lateness, pct  # noqa: E402
 from benchmarks.run import LOAD_EMULATOR  # noqa: E402
 from benchmarks.scale import start_sessions, stop_sessions  # noqa: E402
+from benchmarks.stages import (  # noqa: E402
+    client_stages,
+    transit_by_index,
+    ttfa_stages,
+    watch_tokens,
+)
 from benchmarks.traces import CONCURRENCY_TRACE  # noqa: E402
 
 LAG_TICK_S = 0.01
@@ -177,122 +182,6 @@ def summarise_stacks(path: Path, top: int = 25) -> dict[str, Any]:
     }
 
 
-def watch_tokens(service: Any) -> list[float]:
-    """Note when ``service`` starts on each LLM text frame (its ``process_frame`` wrapped).
-
-    Returns:
-        The list the times are appended to.
-    """
-    times: list[float] = []
-    inner = service.process_frame
-
-    async def process_frame(frame: Any, direction: FrameDirection) -> None:
-        if isinstance(frame, LLMTextFrame):
-            times.append(time.monotonic())
-        await inner(frame, direction)
-
-    service.process_frame = process_frame
-    return times
-
-
-def transit_by_index(answers: list[tuple[Answer, list[float]]], rate: float) -> list[float]:
-    """Median transit (streamed at its due time -> the service starts on it) per token index, ms.
-
-    The same for every client when the backlog is the pipeline's, not the service's own.
-    """
-    per: dict[int, list[float]] = collections.defaultdict(list)
-    for a, times in answers:
-        if a.first_token_at is None:
-            continue
-        for i, t in enumerate(times):
-            per[i].append(t - (a.first_token_at + i / rate))
-    return [round(1000 * statistics.median(per[i])) for i in sorted(per)]
-
-
-def client_stages(
-    answers: list[tuple[Answer, list[float]]], requests: list[dict[str, Any]], tokens: list[str]
-) -> dict[str, Any]:
-    """The first text's way through the client: token in transit, then held or sent.
-
-    For each answer, the token that let the first text message go (the first whose text
-    reaches past the message's, or the last token) is located from the message's length.
-
-    Returns:
-        Medians in ms of: that token's transit (streamed at its due time -> the service starts
-        on it) and the service's own delay (starts on it -> the emulator receives the text).
-    """
-    by_id = {r["client_req_id"]: r for r in requests if r.get("client_req_id")}
-    ends = [len("".join(tokens[: i + 1])) for i in range(len(tokens))]
-    transit: list[float] = []
-    held: list[float] = []
-    for a, times in answers:
-        req = by_id.get(a.context_id or "")
-        if not req or not req["texts"] or a.first_token_at is None or len(times) < len(tokens):
-            continue
-        n = len(req["texts"][0].replace("<flush>", ""))
-        k = next((i for i, e in enumerate(ends) if e > n), len(tokens) - 1)
-        # Tokens are streamed at fixed due times from the first (see Session.stream).
-        due = a.first_token_at + k / CONCURRENCY_TRACE.tokens_per_s
-        transit.append(times[k] - due)
-        held.append(req["text_times"][0] - times[k])
-    med = statistics.median
-    return {
-        "first_texts_example": next((r["texts"][:3] for r in requests if r["texts"]), None),
-        "matched": len(transit),
-        "token_transit_median_ms": 1000 * med(transit) if transit else None,
-        "token_transit_p95_ms": 1000 * (pct(transit, 95) or 0) if transit else None,
-        "service_to_wire_median_ms": 1000 * med(held) if held else None,
-        "service_to_wire_p95_ms": 1000 * (pct(held, 95) or 0) if held else None,
-    }
-
-
-def ttfa_stages(answers: list[Answer], requests: list[dict[str, Any]]) -> dict[str, Any]:
-    """Where each answer's first audio spent its time, from both processes' clocks.
-
-    The emulator stamps its request records with ``time.monotonic()``, the same clock as this
-    process's on Linux. An answer is matched to its first request by ``client_req_id`` (every
-    client here uses the Pipecat context id). Stages, per answer:
-
-    * ``to_first_text``: first token streamed -> the emulator receives the first text (the
-      token frames' way to the client, its aggregation and its send);
-    * ``server``: first text received -> first audio sent (the latency model, the words the
-      first message holds, and the emulator's own loop);
-    * ``to_pipeline``: first audio sent -> first audio frame out of the client (its receive
-      path and Pipecat's audio context).
-
-    Returns:
-        Per stage its median, p95 and worst in ms, how many answers were matched, and the
-        median words of the first text message.
-    """
-    by_id = {r["client_req_id"]: r for r in requests if r.get("client_req_id")}
-    stages: dict[str, list[float]] = {"to_first_text": [], "server": [], "to_pipeline": []}
-    first_words: list[int] = []
-    for a in answers:
-        req = by_id.get(a.context_id or "")
-        if not req or not req["text_times"] or req["first_audio_at"] is None:
-            continue
-        if a.first_token_at is None or a.first_audio_at is None:
-            continue
-        text_at = req["text_times"][0]
-        stages["to_first_text"].append(text_at - a.first_token_at)
-        stages["server"].append(req["first_audio_at"] - text_at)
-        stages["to_pipeline"].append(a.first_audio_at - req["first_audio_at"])
-        first_words.append(len(req["texts"][0].replace("<flush>", "").split()))
-    out: dict[str, Any] = {"matched": len(first_words)}
-    for key, values in stages.items():
-        out[key] = (
-            {
-                "median_ms": 1000 * statistics.median(values),
-                "p95_ms": 1000 * (pct(values, 95) or 0),
-                "worst_ms": 1000 * max(values),
-            }
-            if values
-            else None
-        )
-    out["first_text_words_median"] = statistics.median(first_words) if first_words else None
-    return out
-
-
 async def profile(args: argparse.Namespace) -> dict[str, Any]:
     """One level of one client, with counters, the lag timer and (maybe) py-spy."""
     pinned = pin_to_one_cpu() if args.starved else None
@@ -387,6 +276,7 @@ async def profile(args: argparse.Namespace) -> dict[str, Any]:
                 [(r, t) for r, t in zip(results, token_in) if isinstance(r, Answer)],
                 stats["requests"],
                 CONCURRENCY_TRACE.tokens,
+                CONCURRENCY_TRACE.tokens_per_s,
             ),
             "lag": lag_summary(samples),
             "lag_worst_ms_by_second": lag_by_second(samples, lag_at, t0),

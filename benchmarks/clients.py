@@ -361,6 +361,11 @@ VARIANTS: tuple[ClientSpec, ...] = (
         _tuned(audio_batch_s=0),
     ),
     ClientSpec(
+        "ours_no_prebuffer",
+        "pipecat-gradium, first audio frame not gathered under load",
+        _tuned(loaded_prebuffer_s=0),
+    ),
+    ClientSpec(
         "floor",
         "pipeline floor (no TTS work: tokens in, silence out)",
         lambda url: PipelineFloor(),

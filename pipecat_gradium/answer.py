@@ -113,6 +113,11 @@ class AnswerHost(Protocol):
         """The pipeline is ending: audio owed is waited for ``stall_timeout_s``, no longer."""
         ...
 
+    @property
+    def loop_loaded(self) -> bool:
+        """The event loop runs late (see :mod:`pipecat_gradium.loop_lag`)."""
+        ...
+
     async def concurrency_capped(self, answer: "Answer", message: str) -> None:
         """Gradium refused a session for the account's concurrency cap (said once per service)."""
         ...
@@ -217,10 +222,12 @@ class Answer:
         self._slot_deadline: float | None = None
         self._retry_task: asyncio.Task | None = None
         self._bytes_per_s = config.output_rate * 2
+        self._played = False  # a frame of its audio went to playback
         self._batch = AudioBatcher(
             self._play,
             lambda coro: host.create_task(coro, name="gradium-audio-batch"),
             max_s=config.tuning.audio_batch_s,
+            prebuffer=self._first_frame_prebuffer,
         )
 
     def __repr__(self) -> str:
@@ -377,7 +384,20 @@ class Answer:
 
     async def _play(self, pcm: bytes) -> None:
         if not self._dropped:
+            self._played = True
             await self._host.play(self, pcm)
+
+    def _first_frame_prebuffer(self) -> float:
+        """Audio to gather into the answer's first frame: only under load, only at its start.
+
+        A loaded loop takes a turn of 100-500 ms now and then; the chunks after a lone first
+        chunk then reach playback late and the listener hears a stutter in the first second.
+        Playback that starts with a few hundred ms in hand rides those turns out. A
+        continuation's first chunk goes at once: its listener is already waiting.
+        """
+        if self._played or not self._host.loop_loaded:
+            return 0.0
+        return self._config.tuning.loaded_prebuffer_s
 
     async def _release_heard_words(self, attempt: Attempt) -> None:
         """Pass on the words whose audio has fully arrived, after that audio.

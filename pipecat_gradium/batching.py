@@ -24,19 +24,32 @@ class AudioBatch:
     return and arms a timer for :attr:`deadline`.
     """
 
-    def __init__(self, *, bytes_per_s: float, max_s: float = DEFAULT_BATCH_S, lead_s: float = 0.5):
+    def __init__(
+        self,
+        *,
+        bytes_per_s: float,
+        max_s: float = DEFAULT_BATCH_S,
+        lead_s: float = 0.5,
+        prebuffer_s: float = 0.0,
+    ):
         """Create the batch for one request.
 
         Args:
             bytes_per_s: Bytes of PCM per second of audio (rate x 2 for 16-bit mono).
             max_s: Longest frame built by merging chunks; 0 turns merging off.
             lead_s: Merge only while the audio pushed reaches at least this far past now.
+            prebuffer_s: Hold the first chunks until this much audio is in hand, and push it
+                as the first frame (or once as long has passed since the first chunk); 0 pushes
+                the first chunk at once.
         """
         self._bytes_per_s = bytes_per_s
         self._max_bytes = int(max_s * bytes_per_s)
         self._lead_s = lead_s
+        self._prebuffer_s = prebuffer_s
+        self._prebuffer_bytes = int(prebuffer_s * bytes_per_s)
         self._held: list[bytes] = []
         self._held_bytes = 0
+        self._first_held_at: float | None = None
         self._started_at: float | None = None
         self._pushed_s = 0.0
 
@@ -46,13 +59,22 @@ class AudioBatch:
         return bool(self._held)
 
     @property
+    def prebuffering(self) -> bool:
+        """Whether the first frame is still being gathered (nothing pushed yet)."""
+        return self._started_at is None and self._prebuffer_bytes > 0
+
+    @property
     def deadline(self) -> float | None:
         """When held audio must be pushed (monotonic seconds), or None if nothing is held.
 
-        Half the lead before playback would reach it, so a held frame never makes a gap.
+        Half the lead before playback would reach it, so a held frame never makes a gap; while
+        the first frame is gathered, ``prebuffer_s`` after the first chunk (generation paused).
         """
-        if not self._held or self._started_at is None:
+        if not self._held:
             return None
+        if self._started_at is None:
+            assert self._first_held_at is not None
+            return self._first_held_at + self._prebuffer_s
         return self._started_at + self._pushed_s - self._lead_s / 2
 
     def add(self, pcm: bytes, now: float | None = None) -> bytes | None:
@@ -66,6 +88,12 @@ class AudioBatch:
             Bytes to push as one frame, or None when the chunk is held.
         """
         now = time.monotonic() if now is None else now
+        if self.prebuffering:
+            if self._first_held_at is None:
+                self._first_held_at = now
+            self._held.append(pcm)
+            self._held_bytes += len(pcm)
+            return self.take(now) if self._held_bytes >= self._prebuffer_bytes else None
         if self._started_at is None:
             self._started_at = now
         ahead = self._started_at + self._pushed_s - now
@@ -81,12 +109,17 @@ class AudioBatch:
         self._pushed_s += len(pcm) / self._bytes_per_s
         return pcm
 
-    def take(self) -> bytes:
+    def take(self, now: float | None = None) -> bytes:
         """Everything held, as one frame (empty when nothing is held).
+
+        Args:
+            now: The current monotonic time (for tests); playback starts with the first frame.
 
         Returns:
             The held audio.
         """
+        if self._started_at is None and self._held:
+            self._started_at = time.monotonic() if now is None else now
         pcm = b"".join(self._held)
         self._held.clear()
         self._held_bytes = 0
@@ -110,6 +143,7 @@ class AudioBatcher:
         *,
         max_s: float = DEFAULT_BATCH_S,
         lead_s: float = 0.5,
+        prebuffer: Callable[[], float] | None = None,
     ):
         """Create the batcher.
 
@@ -118,11 +152,14 @@ class AudioBatcher:
             spawn: Runs a coroutine as a task (the service's ``create_task``).
             max_s: Longest merged frame; 0 pushes every chunk as it arrives.
             lead_s: Merge only while the audio pushed reaches this far past now.
+            prebuffer: Asked when a batch starts (a request's first chunk): the audio to gather
+                before its first frame (see :class:`AudioBatch`); None gathers none.
         """
         self._push = push
         self._spawn = spawn
         self._max_s = max_s
         self._lead_s = lead_s
+        self._prebuffer = prebuffer
         self._batch: AudioBatch | None = None
         self._timer: asyncio.TimerHandle | None = None
 
@@ -133,13 +170,17 @@ class AudioBatcher:
             pcm: The chunk.
             bytes_per_s: Bytes of PCM per second of audio.
         """
-        if not self._max_s:
-            await self._push(pcm)
-            return
         batch = self._batch
         if batch is None:
+            prebuffer_s = self._prebuffer() if self._prebuffer else 0.0
+            if not self._max_s and not prebuffer_s:
+                await self._push(pcm)
+                return
             batch = self._batch = AudioBatch(
-                bytes_per_s=bytes_per_s, max_s=self._max_s, lead_s=self._lead_s
+                bytes_per_s=bytes_per_s,
+                max_s=self._max_s,
+                lead_s=self._lead_s,
+                prebuffer_s=prebuffer_s,
             )
         out = batch.add(pcm)
         if out:
@@ -150,6 +191,11 @@ class AudioBatcher:
             self._timer = asyncio.get_running_loop().call_at(
                 deadline, lambda: self._spawn(self.flush())
             )
+
+    @property
+    def prebuffering(self) -> bool:
+        """Whether the first frame of the request is still being gathered."""
+        return self._batch is not None and self._batch.prebuffering
 
     async def flush(self) -> None:
         """Push whatever the batch holds."""

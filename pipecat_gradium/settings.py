@@ -68,6 +68,12 @@ class GradiumStreamingTTSTuning:
             within this long while it still holds back words already sent (it reads a few words
             ahead and waits for more text), send ``<flush>`` so it speaks them: the next
             phrase is late (a slow LLM, a loaded event loop) and a gap is near. 0 turns it off.
+        loaded_prebuffer_s: While the process's event loop runs late, an answer's first audio
+            frame gathers this much audio (or the audio up to the end of its first word, if
+            that comes first) before it goes to playback, so a long turn of the loop right
+            after the first frame is not heard as a stutter. First audio comes that much later
+            under load (about half of it, at Gradium's faster-than-real-time pace); unloaded
+            nothing changes. 0 turns it off.
     """
 
     max_chunk_chars: int = 80
@@ -83,6 +89,7 @@ class GradiumStreamingTTSTuning:
     audio_batch_s: float = DEFAULT_BATCH_S
     loaded_first_chunk_words: int = 8
     low_buffer_flush_s: float = 0.4
+    loaded_prebuffer_s: float = 0.3
 
     def __post_init__(self) -> None:
         """Reject values that would make the service hang or spin.
@@ -109,6 +116,7 @@ class GradiumStreamingTTSTuning:
             "retry_for_s": self.retry_for_s,
             "loaded_first_chunk_words": self.loaded_first_chunk_words,
             "low_buffer_flush_s": self.low_buffer_flush_s,
+            "loaded_prebuffer_s": self.loaded_prebuffer_s,
         }
         for name, value in not_negative.items():
             if value < 0:

@@ -345,6 +345,11 @@ class GradiumStreamingTTSService(WebsocketTTSService):
         if lag is not None:
             lag.release()
 
+    @property
+    def loop_loaded(self) -> bool:
+        """Whether the event loop runs late (an :class:`AnswerHost` property)."""
+        return self._loop_loaded()
+
     def _loop_loaded(self) -> bool:
         """Whether the event loop runs late (asked at the words of an answer's first phrase)."""
         return self._lag is not None and self._lag.loaded

@@ -39,6 +39,8 @@ def build_service(emu: GradiumEmulator, **options) -> GradiumStreamingTTSService
     # first phrase: tests of the phrases sent must not depend on the machine's load.
     # tests/service/test_loaded_loop.py runs the loaded path on purpose.
     tuning.setdefault("loaded_first_chunk_words", 0)
+    # Likewise the first audio frame's prebuffer under load.
+    tuning.setdefault("loaded_prebuffer_s", 0)
     options.setdefault("tuning", GradiumStreamingTTSService.Tuning(**tuning))
     options.setdefault("api_key", "test-key")
     options.setdefault("url", emu.ws_url)

@@ -1,7 +1,9 @@
-"""A loaded event loop: the first phrase waits for more words; unloaded, it goes at two."""
+"""A loaded event loop: the first phrase waits for more words, the first frame gathers audio."""
 
 import asyncio
 import time
+
+from pipecat.frames.frames import TTSAudioRawFrame
 
 from pipecat_gradium.emulator import GradiumEmulator
 from pipecat_gradium.loop_lag import LATE_S, MIN_LATE_TICKS, TICK_S, LoopLagMonitor
@@ -45,3 +47,32 @@ async def test_a_loaded_loop_makes_the_first_phrase_wait_for_eight_words(emu: Gr
     first = await first_message(emu, loaded=True)
     assert first.endswith("<flush>")
     assert len(first.replace("<flush>", "").split()) >= 8
+
+
+async def first_frame_s(emu: GradiumEmulator, *, loaded: bool) -> float:
+    """Seconds of audio in the first frame of an answer, with a 0.3 s prebuffer set."""
+    tts = build_service(emu, loaded_prebuffer_s=0.3)
+    h = await start_pipeline(tts)
+    try:
+        if loaded:
+            monitor = LoopLagMonitor.for_running_loop()
+            await block_the_loop(monitor)
+            assert monitor.loaded
+        before = h.stopped()
+        await h.speak_answer(ANSWER, tokens_per_s=200)
+        await h.down.wait_for(lambda: h.stopped() > before, timeout=15)
+    finally:
+        await h.stop()
+    assert not h.errors()
+    assert h.words_out() == ANSWER.split()
+    first = h.down.frames(TTSAudioRawFrame)[0]
+    return len(first.audio) / 2 / first.sample_rate
+
+
+async def test_unloaded_the_first_audio_goes_as_it_comes(emu: GradiumEmulator):
+    assert await first_frame_s(emu, loaded=False) <= 0.08 + 1e-6  # one chunk of Gradium's
+
+
+async def test_a_loaded_loop_makes_the_first_frame_gather_audio(emu: GradiumEmulator):
+    # The first word, "Sure,", lasts longer than 0.3 s: the prebuffer's size decides.
+    assert await first_frame_s(emu, loaded=True) >= 0.3 - 1e-6

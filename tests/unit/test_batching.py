@@ -26,3 +26,29 @@ def test_close_to_playback_nothing_is_held_and_zero_turns_merging_off():
     assert all(batch.add(CHUNK, 100.0 + 0.08 * i) == CHUNK for i in range(50))
     off = AudioBatch(bytes_per_s=48000, max_s=0.0)
     assert all(off.add(CHUNK, 100.0) == CHUNK for _ in range(50))
+
+
+def test_a_prebuffer_gathers_the_first_frame_then_playback_starts_with_it():
+    batch = AudioBatch(bytes_per_s=48000, max_s=0.24, lead_s=0.5, prebuffer_s=0.24)
+    assert batch.prebuffering
+    assert batch.add(CHUNK, 100.0) is None
+    # Generation may pause: the gathered audio goes once the prebuffer's time has passed.
+    assert batch.deadline == 100.0 + 0.24
+    assert batch.add(CHUNK, 100.04) is None
+    assert batch.add(CHUNK, 100.08) == CHUNK * 3  # 240 ms in hand: the first frame
+    assert not batch.prebuffering and not batch.held
+    # Playback started at that frame (100.08), 0.24 s ahead: the next chunks go at once.
+    assert batch.add(CHUNK, 100.12) == CHUNK
+    assert batch.deadline is None
+
+
+def test_a_prebuffer_cut_short_by_a_flush_starts_playback_at_the_flush():
+    batch = AudioBatch(bytes_per_s=48000, max_s=0.24, lead_s=0.5, prebuffer_s=1.0)
+    assert batch.add(CHUNK, 100.0) is None
+    assert batch.take(100.5) == CHUNK  # e.g. the first word's audio is complete
+    assert not batch.prebuffering
+    # 0.08 s pushed at 100.5: at 100.5 the next chunk is 0.08 s ahead, not held.
+    assert batch.add(CHUNK, 100.5) == CHUNK
+    # Without a prebuffer nothing is gathered.
+    plain = AudioBatch(bytes_per_s=48000, max_s=0.24, prebuffer_s=0.0)
+    assert not plain.prebuffering and plain.add(CHUNK, 100.0) == CHUNK

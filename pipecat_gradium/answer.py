@@ -359,7 +359,6 @@ class Answer:
             tail = attempt.convert(b"", last=True)
             if tail:
                 await self._batch.add(tail, self._bytes_per_s)
-            await self._release_heard_words(attempt)
             await self._finish(attempt)
         elif isinstance(msg, ServerError):
             await self._on_request_error(attempt, msg)
@@ -399,20 +398,25 @@ class Answer:
             return 0.0
         return self._config.tuning.loaded_prebuffer_s
 
-    async def _release_heard_words(self, attempt: Attempt) -> None:
+    async def _release_heard_words(self, attempt: Attempt, *, flush: bool = False) -> None:
         """Pass on the words whose audio has fully arrived, after that audio.
 
         A word reported but cut mid-way by a fault never reaches the context; the continuation
-        re-sends it.
+        re-sends it. While the answer's first frame is still being gathered (under load, see
+        ``Tuning.loaded_prebuffer_s``) the words wait for it, unless ``flush`` pushes it now
+        (the attempt ends, or its socket is gone).
         """
+        if self._batch.prebuffering and not flush:
+            return  # released with the first frame (on_audio, or the end)
         heard = attempt.take_heard()
-        if heard:
+        if flush or heard:
             await self._batch.flush()  # the words go after their audio
+        if heard:
             await self._host.show_words(self, heard)
 
     async def _finish(self, attempt: Attempt) -> None:
         """The attempt is over: its audio received so far was heard; its socket forgets it."""
-        await self._batch.flush()
+        await self._release_heard_words(attempt, flush=True)
         self._batch.drop()
         if self.attempt is attempt:
             self.attempt = None
@@ -458,7 +462,10 @@ class Answer:
 
     async def flush_audio(self) -> None:
         """Push the audio held for playback now (it was heard before what comes next)."""
-        await self._batch.flush()
+        if self.attempt is not None:
+            await self._release_heard_words(self.attempt, flush=True)
+        else:
+            await self._batch.flush()
 
     async def _on_request_error(self, attempt: Attempt, msg: ServerError) -> None:
         """Gradium ended one request with an error: continue it like a lost socket.
@@ -546,7 +553,8 @@ class Answer:
         ``old`` stays registered until the continuation is set up: text meant for it
         meanwhile is kept in ``old.texts`` (nothing goes on the wire) and re-sent.
         """
-        await self._batch.flush()  # the failed attempt's audio goes before the continuation's
+        # The failed attempt's audio, and the words it made heard, go before the continuation's.
+        await self._release_heard_words(old, flush=True)
         self._batch.drop()
         new = await self._open_attempt(resume=old)
         if new is None:

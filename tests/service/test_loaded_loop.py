@@ -3,7 +3,7 @@
 import asyncio
 import time
 
-from pipecat.frames.frames import TTSAudioRawFrame
+from pipecat.frames.frames import TTSAudioRawFrame, TTSTextFrame
 
 from pipecat_gradium.emulator import GradiumEmulator
 from pipecat_gradium.loop_lag import LATE_S, MIN_LATE_TICKS, TICK_S, LoopLagMonitor
@@ -49,8 +49,11 @@ async def test_a_loaded_loop_makes_the_first_phrase_wait_for_eight_words(emu: Gr
     assert len(first.replace("<flush>", "").split()) >= 8
 
 
-async def first_frame_s(emu: GradiumEmulator, *, loaded: bool) -> float:
-    """Seconds of audio in the first frame of an answer, with a 0.3 s prebuffer set."""
+async def first_frame_s(emu: GradiumEmulator, *, loaded: bool, answer: str = ANSWER) -> float:
+    """Seconds of audio in the first frame of an answer, with a 0.3 s prebuffer set.
+
+    Also checks that every word is heard, each after the audio frame that completes it.
+    """
     tts = build_service(emu, loaded_prebuffer_s=0.3)
     h = await start_pipeline(tts)
     try:
@@ -59,12 +62,18 @@ async def first_frame_s(emu: GradiumEmulator, *, loaded: bool) -> float:
             await block_the_loop(monitor)
             assert monitor.loaded
         before = h.stopped()
-        await h.speak_answer(ANSWER, tokens_per_s=200)
+        await h.speak_answer(answer, tokens_per_s=200)
         await h.down.wait_for(lambda: h.stopped() > before, timeout=15)
     finally:
         await h.stop()
     assert not h.errors()
-    assert h.words_out() == ANSWER.split()
+    assert h.words_out() == answer.split()
+    kinds = [
+        type(r.frame)
+        for r in h.down.records
+        if isinstance(r.frame, TTSAudioRawFrame | TTSTextFrame)
+    ]
+    assert kinds[0] is TTSAudioRawFrame  # no word before its audio
     first = h.down.frames(TTSAudioRawFrame)[0]
     return len(first.audio) / 2 / first.sample_rate
 
@@ -76,3 +85,9 @@ async def test_unloaded_the_first_audio_goes_as_it_comes(emu: GradiumEmulator):
 async def test_a_loaded_loop_makes_the_first_frame_gather_audio(emu: GradiumEmulator):
     # The first word, "Sure,", lasts longer than 0.3 s: the prebuffer's size decides.
     assert await first_frame_s(emu, loaded=True) >= 0.3 - 1e-6
+
+
+async def test_a_short_first_word_waits_for_the_gathered_first_frame(emu: GradiumEmulator):
+    # "I" is heard in about 0.1 s: its text frame waits, and the first frame still gathers.
+    first = await first_frame_s(emu, loaded=True, answer="I checked every restaurant nearby.")
+    assert first >= 0.3 - 1e-6

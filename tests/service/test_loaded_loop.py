@@ -5,10 +5,10 @@ import time
 
 from pipecat.frames.frames import TTSAudioRawFrame, TTSTextFrame
 
-from pipecat_gradium.emulator import GradiumEmulator
+from pipecat_gradium.emulator import Fault, GradiumEmulator
 from pipecat_gradium.loop_lag import LATE_S, MIN_LATE_TICKS, TICK_S, LoopLagMonitor
-from pipecat_gradium.testing import start_pipeline
-from tests.conftest import build_service
+from pipecat_gradium.testing import answer_requests, start_pipeline
+from tests.conftest import FAST, build_service
 
 ANSWER = "Sure, the forecast looks bright today with clear skies through the whole morning."
 
@@ -91,3 +91,32 @@ async def test_a_short_first_word_waits_for_the_gathered_first_frame(emu: Gradiu
     # "I" is heard in about 0.1 s: its text frame waits, and the first frame still gathers.
     first = await first_frame_s(emu, loaded=True, answer="I checked every restaurant nearby.")
     assert first >= 0.3 - 1e-6
+
+
+async def test_a_socket_lost_while_the_first_frame_gathers_loses_no_word():
+    # The reset comes after four 80 ms chunks, inside the 0.5 s being gathered: what was
+    # gathered and the words it completed go out before the continuation's audio.
+    text = "Let me walk you through the whole plan before we pack the car tomorrow morning."
+    async with GradiumEmulator(api_key="test-key", latency=FAST, fault_after_chunks=4) as emu:
+        emu.fault_next_request(Fault.RESET_MID_ANSWER)
+        tts = build_service(emu, loaded_prebuffer_s=0.5, stop_frame_timeout_s=0.3)
+        h = await start_pipeline(tts)
+        try:
+            monitor = LoopLagMonitor.for_running_loop()
+            await block_the_loop(monitor)
+            assert monitor.loaded
+            await h.speak_answer(text, tokens_per_s=200)
+            await h.down.wait_for(lambda: h.stopped() >= 1, timeout=15)
+        finally:
+            await h.stop()
+        first, second = answer_requests(emu.stats)
+        # Cut while the first frame was being gathered, after its first word was heard.
+        assert first.heard_words and first.audio_s < 0.5
+    assert h.words_out() == text.split()
+    assert [e.error for e in h.errors()] and len(h.errors()) == 1
+    kinds = [
+        type(r.frame)
+        for r in h.down.records
+        if isinstance(r.frame, TTSAudioRawFrame | TTSTextFrame)
+    ]
+    assert kinds[0] is TTSAudioRawFrame

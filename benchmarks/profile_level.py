@@ -237,6 +237,8 @@ async def profile(args: argparse.Namespace) -> dict[str, Any]:
         if spy is not None:
             spy.wait()
         answers = [r for r in results if isinstance(r, Answer)]
+        # Each answer with the times its service started on its tokens.
+        tokens_seen = [(r, t) for r, t in zip(results, token_in) if isinstance(r, Answer)]
         late = [
             lateness(s.audio_arrivals.get(r.context_id or "", []))
             if isinstance(r, Answer)
@@ -269,11 +271,10 @@ async def profile(args: argparse.Namespace) -> dict[str, Any]:
             "ttfa_p95_ms": 1000 * (pct(ttfas, 95) or 0),
             "ttfa_stages": ttfa_stages(answers, stats["requests"]),
             "token_transit_by_index_ms": transit_by_index(
-                [(r, t) for r, t in zip(results, token_in) if isinstance(r, Answer)],
-                CONCURRENCY_TRACE.tokens_per_s,
+                tokens_seen, CONCURRENCY_TRACE.tokens_per_s
             ),
             "client_stages": client_stages(
-                [(r, t) for r, t in zip(results, token_in) if isinstance(r, Answer)],
+                tokens_seen,
                 stats["requests"],
                 CONCURRENCY_TRACE.tokens,
                 CONCURRENCY_TRACE.tokens_per_s,

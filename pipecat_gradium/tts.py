@@ -204,7 +204,7 @@ class GradiumStreamingTTSService(WebsocketTTSService):
             max_chars=tuning.max_chunk_chars,
             language=self._text_aggregator.language,
             loaded_first_chunk_words=tuning.loaded_first_chunk_words,
-            loaded=self._loop_loaded,
+            loaded=lambda: self.loop_loaded,
         )
         # Set at start: the monitor belongs to the loop the pipeline runs on.
         self._lag: LoopLagMonitor | None = None
@@ -347,11 +347,7 @@ class GradiumStreamingTTSService(WebsocketTTSService):
 
     @property
     def loop_loaded(self) -> bool:
-        """Whether the event loop runs late (an :class:`AnswerHost` property)."""
-        return self._loop_loaded()
-
-    def _loop_loaded(self) -> bool:
-        """Whether the event loop runs late (asked at the words of an answer's first phrase)."""
+        """Whether the event loop runs late (asked at an answer's first phrase and first audio)."""
         return self._lag is not None and self._lag.loaded
 
     async def _receive_messages(self):

@@ -2,12 +2,13 @@
 
 import asyncio
 import time
+from typing import Any
 
 from pipecat.frames.frames import TTSAudioRawFrame, TTSTextFrame
 
 from pipecat_gradium.emulator import Fault, GradiumEmulator
 from pipecat_gradium.loop_lag import LATE_S, MIN_LATE_TICKS, TICK_S, LoopLagMonitor
-from pipecat_gradium.testing import answer_requests, start_pipeline
+from pipecat_gradium.testing import PipelineHarness, answer_requests, start_pipeline
 from tests.conftest import FAST, build_service
 
 ANSWER = "Sure, the forecast looks bright today with clear skies through the whole morning."
@@ -21,19 +22,39 @@ async def block_the_loop(monitor: LoopLagMonitor) -> None:
     await asyncio.sleep(TICK_S * 2)  # let the timer observe the last late wake-up
 
 
-async def first_message(emu: GradiumEmulator, *, loaded: bool) -> str:
-    tts = build_service(emu, loaded_first_chunk_words=8)
-    h = await start_pipeline(tts)
+async def speak(
+    emu: GradiumEmulator, answer: str, *, loaded: bool, **options: Any
+) -> PipelineHarness:
+    """Speak one answer to its end, the loop made really late first if ``loaded``.
+
+    Returns:
+        The stopped harness, for its records.
+    """
+    h = await start_pipeline(build_service(emu, **options))
     try:
         if loaded:
             monitor = LoopLagMonitor.for_running_loop()
             await block_the_loop(monitor)
             assert monitor.loaded
-        before = h.stopped()
-        await h.speak_answer(ANSWER, tokens_per_s=200)
-        await h.down.wait_for(lambda: h.stopped() > before, timeout=15)
+        await h.speak_answer(answer, tokens_per_s=200)
+        await h.down.wait_for(lambda: h.stopped() >= 1, timeout=15)
     finally:
         await h.stop()
+    return h
+
+
+def audio_comes_first(h: PipelineHarness) -> bool:
+    """Whether the first audio frame out came before the first word's text frame."""
+    kinds = [
+        type(r.frame)
+        for r in h.down.records
+        if isinstance(r.frame, TTSAudioRawFrame | TTSTextFrame)
+    ]
+    return kinds[0] is TTSAudioRawFrame
+
+
+async def first_message(emu: GradiumEmulator, *, loaded: bool) -> str:
+    h = await speak(emu, ANSWER, loaded=loaded, loaded_first_chunk_words=8)
     assert not h.errors()
     assert h.words_out() == ANSWER.split()
     return emu.stats.requests[-1].texts[0]
@@ -54,26 +75,10 @@ async def first_frame_s(emu: GradiumEmulator, *, loaded: bool, answer: str = ANS
 
     Also checks that every word is heard, each after the audio frame that completes it.
     """
-    tts = build_service(emu, loaded_prebuffer_s=0.3)
-    h = await start_pipeline(tts)
-    try:
-        if loaded:
-            monitor = LoopLagMonitor.for_running_loop()
-            await block_the_loop(monitor)
-            assert monitor.loaded
-        before = h.stopped()
-        await h.speak_answer(answer, tokens_per_s=200)
-        await h.down.wait_for(lambda: h.stopped() > before, timeout=15)
-    finally:
-        await h.stop()
+    h = await speak(emu, answer, loaded=loaded, loaded_prebuffer_s=0.3)
     assert not h.errors()
     assert h.words_out() == answer.split()
-    kinds = [
-        type(r.frame)
-        for r in h.down.records
-        if isinstance(r.frame, TTSAudioRawFrame | TTSTextFrame)
-    ]
-    assert kinds[0] is TTSAudioRawFrame  # no word before its audio
+    assert audio_comes_first(h)  # no word before its audio
     first = h.down.frames(TTSAudioRawFrame)[0]
     return len(first.audio) / 2 / first.sample_rate
 
@@ -99,24 +104,10 @@ async def test_a_socket_lost_while_the_first_frame_gathers_loses_no_word():
     text = "Let me walk you through the whole plan before we pack the car tomorrow morning."
     async with GradiumEmulator(api_key="test-key", latency=FAST, fault_after_chunks=4) as emu:
         emu.fault_next_request(Fault.RESET_MID_ANSWER)
-        tts = build_service(emu, loaded_prebuffer_s=0.5, stop_frame_timeout_s=0.3)
-        h = await start_pipeline(tts)
-        try:
-            monitor = LoopLagMonitor.for_running_loop()
-            await block_the_loop(monitor)
-            assert monitor.loaded
-            await h.speak_answer(text, tokens_per_s=200)
-            await h.down.wait_for(lambda: h.stopped() >= 1, timeout=15)
-        finally:
-            await h.stop()
+        h = await speak(emu, text, loaded=True, loaded_prebuffer_s=0.5, stop_frame_timeout_s=0.3)
         first, second = answer_requests(emu.stats)
         # Cut while the first frame was being gathered, after its first word was heard.
         assert first.heard_words and first.audio_s < 0.5
     assert h.words_out() == text.split()
     assert [e.error for e in h.errors()] and len(h.errors()) == 1
-    kinds = [
-        type(r.frame)
-        for r in h.down.records
-        if isinstance(r.frame, TTSAudioRawFrame | TTSTextFrame)
-    ]
-    assert kinds[0] is TTSAudioRawFrame
+    assert audio_comes_first(h)

@@ -42,7 +42,7 @@ logger.add(sys.stderr, level="WARNING")
 
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor  # noqa: E402
 
-from benchmarks.clients import ClientSpec, _ours, client_by_key  # noqa: E402
+from benchmarks.clients import ClientSpec, _ours, _tuned, client_by_key  # noqa: E402
 from benchmarks.emulator import LATENCY_MODEL, start_emulator  # noqa: E402
 from benchmarks.machine import pin_to_one_cpu, snapshot  # noqa: E402
 from benchmarks.measure import Answer, cpu_s, lateness, pct  # noqa: E402
@@ -188,7 +188,8 @@ async def profile(args: argparse.Namespace) -> dict[str, Any]:
     spec = client_by_key(args.client)
     if args.ours_kw:
         kw = json.loads(args.ours_kw)
-        spec = ClientSpec(f"ours-{args.tag}", f"pipecat-gradium {kw}", _ours(**kw))
+        make = _tuned(**kw["tuning"]) if set(kw) == {"tuning"} else _ours(**kw)
+        spec = ClientSpec(f"ours-{args.tag}", f"pipecat-gradium {kw}", make)
     counter = FrameCounter()
     before = snapshot()
     emu = await start_emulator()
@@ -310,7 +311,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--starved", action="store_true")
     parser.add_argument("--seed", type=int, default=4)
     parser.add_argument(
-        "--ours-kw", help='JSON constructor arguments, e.g. {"first_chunk_words": 8}'
+        "--ours-kw",
+        help='JSON constructor arguments, e.g. {"first_chunk_words": 8}; {"tuning": {...}} alone '
+        "sets Tuning fields",
     )
     parser.add_argument("--tag", default="kw", help="names the --ours-kw client's files")
     parser.add_argument("--duration", type=int, default=12, help="py-spy seconds")

@@ -21,6 +21,8 @@ from pipecat.frames.frames import (
     EndFrame,
     Frame,
     InterruptionFrame,
+    LLMFullResponseEndFrame,
+    LLMFullResponseStartFrame,
     LLMTextFrame,
     StartFrame,
     TTSAudioRawFrame,
@@ -211,6 +213,9 @@ class GradiumStreamingTTSService(WebsocketTTSService):
         # Installed in Pipecat's sentence mode: the base feeds it tokens and speaks its chunks.
         self._text_aggregator = self._phrases
         self._answers: dict[str, Answer] = {}
+        # Set by a barge-in that ended an LLM answer, until that answer's end or the next one's
+        # start: LLM text arriving meanwhile is the interrupted answer's, still in flight.
+        self._after_barge_in = False
         self._sockets: ServiceSockets | None = None
         self._ending = False
         self._capped_reported = False  # the plan's concurrency limit is said once
@@ -375,11 +380,29 @@ class GradiumStreamingTTSService(WebsocketTTSService):
         if isinstance(frame, _SpeakHeldFrame):
             await self._speak_held(frame.context_id)
             return
+        if self._after_barge_in and not self._passes_after_barge_in(frame):
+            return
         if isinstance(frame, LLMTextFrame) and not frame.skip_tts and self._turn_context_id:
             answer = self._answers.get(self._turn_context_id)
             if answer is not None and answer.attempt is not None:
                 answer.note_token()
         await super().process_frame(frame, direction)
+
+    def _passes_after_barge_in(self, frame: Frame) -> bool:
+        """Whether ``frame`` goes on to Pipecat's handling while a barge-in's answer drains.
+
+        A barge-in (a system frame) overtakes the LLM tokens still moving through the
+        processors before this one, and a cancelled LLM still pushes its answer's end. That
+        text would otherwise be spoken as a request of its own after the barge-in, or at the
+        head of the next answer. It is dropped until the interrupted answer's end (passed on,
+        with nothing left to speak) or the next answer's start.
+        """
+        if isinstance(frame, LLMTextFrame) and not frame.skip_tts:
+            logger.debug(f"{self}: dropping LLM text of an interrupted answer: {frame.text!r}")
+            return False
+        if isinstance(frame, LLMFullResponseEndFrame | LLMFullResponseStartFrame):
+            self._after_barge_in = False
+        return True
 
     async def on_turn_context_created(self, context_id: str):
         """Set up the answer's Gradium request now, so set-up overlaps the LLM's first token.
@@ -493,7 +516,10 @@ class GradiumStreamingTTSService(WebsocketTTSService):
     async def _handle_interruption(self, frame: InterruptionFrame, direction: FrameDirection):
         """Drop the interrupted answers and close the sockets still generating them."""
         doomed = [a for a in self._answers.values() if a.attempt is not None and a.interruptible]
+        turn = self._turn_context_id
         await super()._handle_interruption(frame, direction)
+        if turn is not None and self._turn_context_id is None:
+            self._after_barge_in = True
         generating = {a.attempt.socket for a in doomed if a.attempt and a.attempt.generating}
         for answer in doomed:
             self._answers.pop(answer.context_id, None)

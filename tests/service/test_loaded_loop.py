@@ -4,7 +4,7 @@ import asyncio
 import time
 from typing import Any
 
-from pipecat.frames.frames import TTSAudioRawFrame, TTSTextFrame
+from pipecat.frames.frames import InterruptionFrame, TTSAudioRawFrame, TTSTextFrame
 
 from pipecat_gradium.emulator import Fault, GradiumEmulator
 from pipecat_gradium.loop_lag import LATE_S, MIN_LATE_TICKS, TICK_S, LoopLagMonitor
@@ -111,3 +111,35 @@ async def test_a_socket_lost_while_the_first_frame_gathers_loses_no_word():
     assert h.words_out() == text.split()
     assert [e.error for e in h.errors()] and len(h.errors()) == 1
     assert audio_comes_first(h)
+
+
+async def test_a_barge_in_while_the_first_frame_gathers_plays_and_shows_nothing_of_it(
+    emu: GradiumEmulator,
+):
+    # A 5 s prebuffer holds the first answer's audio (its LLM still streaming) until the
+    # barge-in: none of that audio, and none of its heard words, may reach playback or the
+    # context; the next answer is spoken whole.
+    tts = build_service(emu, loaded_prebuffer_s=5.0, stop_frame_timeout_s=0.3)
+    h = await start_pipeline(tts)
+    nxt = "Okay, stopping there."
+    try:
+        await block_the_loop(LoopLagMonitor.for_running_loop())
+        await h.speak_answer(ANSWER, tokens_per_s=200, end=False)
+        # Gradium has sent four chunks; the first reached the service (its time to first
+        # audio is recorded) and is being gathered, not played.
+        await emu.stats.wait_for(
+            lambda s: bool(s.requests and len(s.requests[0].audio_chunks) >= 4), timeout=10
+        )
+        assert tts.last_time_to_first_audio_s is not None
+        assert h.audio_frames() == []
+        await h.send(InterruptionFrame())
+        await h.speak_answer(nxt, tokens_per_s=200)
+        await h.down.wait_for(lambda: h.stopped() >= 1, timeout=15)
+    finally:
+        await h.stop()
+    [first], [second] = answer_requests(emu.stats), answer_requests(emu.stats, 1)
+    assert first.words  # Gradium did speak words of the first answer
+    assert h.audio_seconds(first.client_req_id) == 0.0
+    assert h.words_out() == nxt.split()
+    assert h.audio_seconds(second.client_req_id) > 0.0
+    assert not h.errors()

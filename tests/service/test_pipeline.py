@@ -9,6 +9,7 @@ from pipecat.frames.frames import (
     InterruptionFrame,
     LLMFullResponseEndFrame,
     LLMFullResponseStartFrame,
+    LLMTextFrame,
     TTSAudioRawFrame,
     TTSSpeakFrame,
     TTSStartedFrame,
@@ -159,6 +160,35 @@ async def test_barge_in_with_nothing_generating_closes_nothing(emu: GradiumEmula
     assert all(all(r.finished for r in c.requests) for c in closed_by_client_early)
     assert len({r.connection_id for r in emu.stats.requests}) == 1
     assert emu.stats.requests[1].audio_s == 0 and emu.stats.requests[1].finished
+
+
+@pytest.mark.parametrize("end_frame", [False, True], ids=["then-next-answer", "then-its-end"])
+async def test_tokens_in_flight_at_a_barge_in_are_not_spoken(
+    emu: GradiumEmulator, make_tts, end_frame: bool
+):
+    # A barge-in (a system frame) overtakes the LLM tokens still moving through the processors
+    # before this service, and a cancelled LLM still pushes its response's end frame. That
+    # text belongs to the interrupted answer: not to the next one, and not to a request of
+    # its own after the barge-in.
+    h = await start_pipeline(make_tts())
+    try:
+        await h.speak_answer(LONG, end=False)
+        await h.down.wait_for(lambda: len(h.audio_frames()) >= 2, timeout=10)
+        await h.send(InterruptionFrame())
+        await h.down.wait_for(lambda: bool(h.down.frames(InterruptionFrame)), timeout=5)
+        await h.send(LLMTextFrame(" Then"), LLMTextFrame(" we rest"))
+        if end_frame:
+            await h.send(LLMFullResponseEndFrame())
+        await h.speak_answer(ANSWERS[1])
+        await h.down.wait_for(lambda: h.stopped() >= 1, timeout=15)
+    finally:
+        await h.stop()
+    first, second = emu.stats.requests
+    assert "rest" not in first.text
+    assert TAG.sub("", second.text) == ANSWERS[1]
+    assert h.words_out(second.client_req_id) == ANSWERS[1].split()
+    assert "rest" not in h.words_out()
+    assert not h.errors()
 
 
 async def test_settings_update_applies_to_next_request_without_reconnecting(

@@ -259,6 +259,10 @@ async def run_series(
 # --------------------------------------------------------------------------- barge-in
 
 
+#: The token of the interrupted answer still in flight at each barge-in.
+IN_FLIGHT_TOKEN = " Then we"
+
+
 @dataclass
 class BargeIn:
     """One barge-in round."""
@@ -282,8 +286,11 @@ async def run_barge_in(
     """Interrupt answers at ``at_audio_s`` of their audio; measure waste, stale frames, next TTFA.
 
     Each round: an answer is streamed; once ``at_audio_s`` seconds of its audio have left the
-    service the LLM stream is cancelled and an ``InterruptionFrame`` is queued; ``gap_s`` later
-    the next answer starts (same trace) and is spoken to the end.
+    service the LLM stream is cancelled and an ``InterruptionFrame`` is queued, followed by what
+    a cancelled Pipecat LLM leaves behind (a token in flight, :data:`IN_FLIGHT_TOKEN`, and its
+    ``LLMFullResponseEndFrame``); ``gap_s`` later the next answer starts (same trace) and is
+    spoken to the end. ``stray_words``: words sent to Gradium after the barge-in beyond the next
+    answer's own.
 
     Args:
         emu: The emulator (its model's speed applies).
@@ -318,6 +325,10 @@ async def run_barge_in(
             rnd.heard_s = answer.audio_s
             task.cancel()
             await session.h.send(InterruptionFrame())
+            # What a cancelled Pipecat LLM leaves behind it: a token that was on its way,
+            # overtaken by the interruption, and its answer's end frame (pushed from the
+            # ``finally`` of its completion).
+            await session.h.send(LLMTextFrame(IN_FLIGHT_TOKEN), LLMFullResponseEndFrame())
             cut = len(session.h.down.records)
             assert answer.context_id is not None
             session.ignore_contexts.add(answer.context_id)
@@ -363,6 +374,10 @@ async def run_barge_in(
         sent = sum(len(TAG.sub("", "".join(r["texts"])).strip()) for r in reqs)
         heard_words = [w[0] for r in reqs for w in r["words"] if w[1] < rnd.heard_s]
         heard = len(" ".join(heard_words))
+        # Words sent to Gradium after the barge-in that are not the next answer's.
+        after = [r for r in stats["requests"] if r["setup_at"] > rnd.interrupt_at]
+        words_after = sum(len(TAG.sub("", "".join(r["texts"])).split()) for r in after)
+        stray = max(0, words_after - len("".join(trace.tokens).split()))
         rows.append(
             {
                 "heard_s": rnd.heard_s,
@@ -371,6 +386,7 @@ async def run_barge_in(
                 "chars_heard": heard,
                 "chars_unheard": max(0, sent - heard),
                 "stale_frames": len(rnd.stale),
+                "stray_words": stray,
                 "stale_kinds": sorted(set(rnd.stale)),
                 "next_ttfa_s": nxt.ttfa,
                 "requests": len(reqs),
@@ -387,6 +403,7 @@ async def run_barge_in(
         "waste_s": med("waste_s"),
         "chars_unheard": med("chars_unheard"),
         "stale_frames": sum(r["stale_frames"] for r in rows),
+        "stray_words": sum(r["stray_words"] for r in rows),
         "next_ttfa_s": med("next_ttfa_s"),
     }
 

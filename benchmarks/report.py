@@ -4,6 +4,7 @@ from pathlib import Path
 from typing import Any
 
 from .clients import DEFAULT_FIRST_CHUNK_WORDS
+from .measure import IN_FLIGHT_TOKEN
 from .traces import STANDARD, TRACES, Trace
 
 Number = float | int | None
@@ -64,6 +65,7 @@ def figures(entry: dict[str, Any]) -> dict[str, Number]:
     f["unheard_cut"] = b.get("chars_unheard")
     f["unheard_whole"] = w.get("chars_unheard")
     f["stale"] = (b.get("stale_frames") or 0) + (w.get("stale_frames") or 0)
+    f["stray"] = (b.get("stray_words") or 0) + (w.get("stray_words") or 0)
     f["messages"] = std["messages_per_answer"]
     f["split"] = std["split_words_per_answer"]
     cpu = sum(v["cpu_s"] for v in s.values())
@@ -87,6 +89,7 @@ ROWS: list[tuple[str, str, str]] = [
     ("unheard_cut", "Chars sent never heard, LLM cut at barge-in", "n"),
     ("unheard_whole", "Chars sent never heard, whole answer already sent", "n"),
     ("stale", "Stale frames after the InterruptionFrame (all rounds)", "i"),
+    ("stray", "Words of the interrupted answer sent after the barge-in (all rounds) ***", "i"),
     ("messages", "Text messages per answer (standard)", "n"),
     ("split", "Messages ending inside a word, per answer", "n"),
     ("cpu", "Client CPU per audio second, answer series (ms/s) *", "cpu"),
@@ -227,6 +230,12 @@ def render(results: dict[str, Any]) -> str:
         "Levels tried: " + ", ".join(str(n) for n in cfg["concurrency_levels"]) + " (stops at "
         "the first level with a gap or the time cap; a figure equal to the highest level tried "
         "is a lower bound). The emulator shares the 2 cores, so high levels also measure it."
+    )
+    lines.append(
+        "\\*\\*\\* After each barge-in the benchmark sends what a cancelled Pipecat LLM leaves "
+        f"behind: a token that was on its way ({IN_FLIGHT_TOKEN.strip()!r}), overtaken by the "
+        "`InterruptionFrame`, and the answer's `LLMFullResponseEndFrame`. Counted: words sent to "
+        "Gradium after the barge-in beyond the next answer's own."
     )
     lines.append("")
     # Limit under the model.

@@ -396,6 +396,12 @@ class GradiumStreamingTTSService(WebsocketTTSService):
         text would otherwise be spoken as a request of its own after the barge-in, or at the
         head of the next answer. It is dropped until the interrupted answer's end (passed on,
         with nothing left to speak) or the next answer's start.
+
+        Args:
+            frame: A frame arriving while the flag is set.
+
+        Returns:
+            False for the interrupted answer's LLM text (dropped), True for any other frame.
         """
         if isinstance(frame, LLMTextFrame) and not frame.skip_tts:
             logger.debug(f"{self}: dropping LLM text of an interrupted answer: {frame.text!r}")

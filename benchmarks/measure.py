@@ -259,7 +259,7 @@ async def run_series(
 # --------------------------------------------------------------------------- barge-in
 
 
-#: The token of the interrupted answer still in flight at each barge-in.
+#: A token of the interrupted answer still on its way when the barge-in overtakes it.
 IN_FLIGHT_TOKEN = " Then we"
 
 
@@ -282,21 +282,24 @@ async def run_barge_in(
     at_audio_s: float = 1.0,
     gap_s: float = 0.3,
     tail_s: float = 1.0,
+    in_flight: str | None = None,
 ) -> dict[str, Any]:
     """Interrupt answers at ``at_audio_s`` of their audio; measure waste, stale frames, next TTFA.
 
     Each round: an answer is streamed; once ``at_audio_s`` seconds of its audio have left the
-    service the LLM stream is cancelled and an ``InterruptionFrame`` is queued, followed by what
-    a cancelled Pipecat LLM leaves behind (a token in flight, :data:`IN_FLIGHT_TOKEN`, and its
-    ``LLMFullResponseEndFrame``); ``gap_s`` later the next answer starts (same trace) and is
-    spoken to the end. ``stray_words``: words sent to Gradium after the barge-in beyond the next
-    answer's own.
+    service the LLM stream is cancelled and an ``InterruptionFrame`` is queued; if the LLM was
+    still streaming, its ``LLMFullResponseEndFrame`` follows (a cancelled Pipecat LLM pushes
+    it). ``gap_s`` later the next answer starts (same trace) and is spoken to the end.
+    ``stray_words``: words sent to Gradium after the barge-in beyond the next answer's own.
 
     Args:
         emu: The emulator (its model's speed applies).
         spec: The client.
         trace: The answers' trace.
         rounds: How many barge-ins.
+        in_flight: A token of the interrupted answer that reaches the service after the
+            ``InterruptionFrame`` (it was between processors when the barge-in overtook it),
+            e.g. :data:`IN_FLIGHT_TOKEN`; None for none.
         at_audio_s: Audio seconds out of the service before the barge-in.
         gap_s: From the barge-in to the next answer's start frame.
         tail_s: Pause after each round's next answer.
@@ -323,12 +326,15 @@ async def run_barge_in(
             rnd = BargeIn(answer)
             rnd.interrupt_at = time.monotonic()
             rnd.heard_s = answer.audio_s
+            cut_short = not task.done()
             task.cancel()
             await session.h.send(InterruptionFrame())
-            # What a cancelled Pipecat LLM leaves behind it: a token that was on its way,
-            # overtaken by the interruption, and its answer's end frame (pushed from the
-            # ``finally`` of its completion).
-            await session.h.send(LLMTextFrame(IN_FLIGHT_TOKEN), LLMFullResponseEndFrame())
+            if cut_short:
+                # What a cancelled Pipecat LLM leaves behind: its answer's end frame (pushed
+                # from the ``finally`` of its completion), after a token it had on its way
+                # (overtaken by the interruption) when ``in_flight`` says so.
+                tail = [LLMTextFrame(in_flight)] if in_flight else []
+                await session.h.send(*tail, LLMFullResponseEndFrame())
             cut = len(session.h.down.records)
             assert answer.context_id is not None
             session.ignore_contexts.add(answer.context_id)
@@ -366,7 +372,7 @@ async def run_barge_in(
         await session.stop()
     stats = await emu.stats()
     rows = []
-    for rnd in results:
+    for i, rnd in enumerate(results):
         nxt = rnd.next_answer
         assert nxt is not None
         reqs = requests_between(stats, rnd.interrupted.started_at, nxt.started_at)
@@ -375,7 +381,8 @@ async def run_barge_in(
         heard_words = [w[0] for r in reqs for w in r["words"] if w[1] < rnd.heard_s]
         heard = len(" ".join(heard_words))
         # Words sent to Gradium after the barge-in that are not the next answer's.
-        after = [r for r in stats["requests"] if r["setup_at"] > rnd.interrupt_at]
+        until = results[i + 1].interrupted.started_at if i + 1 < len(results) else float("inf")
+        after = requests_between(stats, rnd.interrupt_at, until)
         words_after = sum(len(TAG.sub("", "".join(r["texts"])).split()) for r in after)
         stray = max(0, words_after - len("".join(trace.tokens).split()))
         rows.append(

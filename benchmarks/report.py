@@ -66,6 +66,11 @@ def figures(entry: dict[str, Any]) -> dict[str, Number]:
     f["unheard_whole"] = w.get("chars_unheard")
     f["stale"] = (b.get("stale_frames") or 0) + (w.get("stale_frames") or 0)
     f["stray"] = (b.get("stray_words") or 0) + (w.get("stray_words") or 0)
+    fl = entry.get("barge_in_in_flight", {})
+    f["stray_in_flight"] = fl.get("stray_words")
+    f["in_flight_delta"] = (
+        None if fl.get("next_ttfa_s") is None else fl["next_ttfa_s"] - std["ttfa_median_s"]
+    )
     f["messages"] = std["messages_per_answer"]
     f["split"] = std["split_words_per_answer"]
     cpu = sum(v["cpu_s"] for v in s.values())
@@ -89,7 +94,9 @@ ROWS: list[tuple[str, str, str]] = [
     ("unheard_cut", "Chars sent never heard, LLM cut at barge-in", "n"),
     ("unheard_whole", "Chars sent never heard, whole answer already sent", "n"),
     ("stale", "Stale frames after the InterruptionFrame (all rounds)", "i"),
-    ("stray", "Words of the interrupted answer sent after the barge-in (all rounds) ***", "i"),
+    ("stray", "Words of the interrupted answer sent after the barge-in (all rounds)", "i"),
+    ("stray_in_flight", "  the same, a token in flight at each barge-in ***", "i"),
+    ("in_flight_delta", "  its next answer's TTFA minus steady-state TTFA", "delta"),
     ("messages", "Text messages per answer (standard)", "n"),
     ("split", "Messages ending inside a word, per answer", "n"),
     ("cpu", "Client CPU per audio second, answer series (ms/s) *", "cpu"),
@@ -199,7 +206,8 @@ def render(results: dict[str, Any]) -> str:
         f"Answers: {cfg['standard_answers']} on the standard trace (33 tok/s, 40 words, "
         f"6-word first sentence), {cfg['other_answers']} on each other trace, after one "
         f"warm-up answer per client; barge-in rounds: {cfg['barge_in_rounds']} (LLM cut) + "
-        f"{cfg['barge_in_whole_rounds']} (whole answer sent). Run time "
+        f"{cfg['barge_in_whole_rounds']} (whole answer sent) + "
+        f"{cfg.get('barge_in_in_flight_rounds', 0)} (LLM cut, a token in flight). Run time "
         f"{results['runtime_s']:.0f} s on {results['machine']['cpus']} CPUs."
     )
     lines.append("")
@@ -232,10 +240,11 @@ def render(results: dict[str, Any]) -> str:
         "is a lower bound). The emulator shares the 2 cores, so high levels also measure it."
     )
     lines.append(
-        "\\*\\*\\* After each barge-in the benchmark sends what a cancelled Pipecat LLM leaves "
-        f"behind: a token that was on its way ({IN_FLIGHT_TOKEN.strip()!r}), overtaken by the "
-        "`InterruptionFrame`, and the answer's `LLMFullResponseEndFrame`. Counted: words sent to "
-        "Gradium after the barge-in beyond the next answer's own."
+        "\\*\\*\\* Every barge-in that cuts the LLM is followed by the answer's "
+        "`LLMFullResponseEndFrame`, as a cancelled Pipecat LLM pushes it; in these rounds a "
+        f"token that was on its way ({IN_FLIGHT_TOKEN.strip()!r}) also arrives after the "
+        "`InterruptionFrame` that overtook it. Counted: words sent to Gradium after the "
+        "barge-in beyond the next answer's own."
     )
     lines.append("")
     # Limit under the model.

@@ -35,7 +35,12 @@ from benchmarks import memory  # noqa: E402
 from benchmarks.clients import ALL_CLIENTS, CLIENTS, FIRST_CHUNK_SWEEP  # noqa: E402
 from benchmarks.emulator import LATENCY_MODEL, EmulatorProcess, start_emulator  # noqa: E402
 from benchmarks.machine import LOOP_STEPS, pin_to_one_cpu, snapshot  # noqa: E402
-from benchmarks.measure import run_barge_in, run_concurrency, run_series  # noqa: E402
+from benchmarks.measure import (  # noqa: E402
+    IN_FLIGHT_TOKEN,
+    run_barge_in,
+    run_concurrency,
+    run_series,
+)
 from benchmarks.report import render, write_chart  # noqa: E402
 from benchmarks.scale import (
     pool_jitter_runs,
@@ -73,6 +78,7 @@ def settings(quick: bool) -> dict[str, Any]:
             "sweep_answers": 0,
             "barge_in_rounds": 1,
             "barge_in_whole_rounds": 1,
+            "barge_in_in_flight_rounds": 1,
             "concurrency_levels": [4],
             "concurrency_cap_s": 10.0,
         }
@@ -82,6 +88,7 @@ def settings(quick: bool) -> dict[str, Any]:
         "sweep_answers": 3,
         "barge_in_rounds": 3,
         "barge_in_whole_rounds": 2,
+        "barge_in_in_flight_rounds": 2,
         "concurrency_levels": [2, 8, 32],
         "concurrency_cap_s": 60.0,
     }
@@ -141,6 +148,9 @@ async def bench(quick: bool) -> dict[str, Any]:
             entry["barge_in"] = await run_barge_in(emu, spec, STANDARD, cfg["barge_in_rounds"])
             entry["barge_in_whole"] = await run_barge_in(
                 emu, spec, WHOLE_ANSWER_SENT, cfg["barge_in_whole_rounds"], tail_s=2.0
+            )
+            entry["barge_in_in_flight"] = await run_barge_in(
+                emu, spec, STANDARD, cfg["barge_in_in_flight_rounds"], in_flight=IN_FLIGHT_TOKEN
             )
         out["phase_s"]["barge_in"] = time.monotonic() - began - out["phase_s"]["series"]
         await emu.set_latency(speed=CONCURRENCY_SPEED)

@@ -380,7 +380,7 @@ class GradiumStreamingTTSService(WebsocketTTSService):
         if isinstance(frame, _SpeakHeldFrame):
             await self._speak_held(frame.context_id)
             return
-        if self._after_barge_in and not self._passes_after_barge_in(frame):
+        if self._after_barge_in and self._drop_after_barge_in(frame):
             return
         if isinstance(frame, LLMTextFrame) and not frame.skip_tts and self._turn_context_id:
             answer = self._answers.get(self._turn_context_id)
@@ -388,27 +388,27 @@ class GradiumStreamingTTSService(WebsocketTTSService):
                 answer.note_token()
         await super().process_frame(frame, direction)
 
-    def _passes_after_barge_in(self, frame: Frame) -> bool:
-        """Whether ``frame`` goes on to Pipecat's handling while a barge-in's answer drains.
+    def _drop_after_barge_in(self, frame: Frame) -> bool:
+        """Whether ``frame`` is the interrupted answer's LLM text, still in flight: dropped.
 
         A barge-in (a system frame) overtakes the LLM tokens still moving through the
         processors before this one, and a cancelled LLM still pushes its answer's end. That
         text would otherwise be spoken as a request of its own after the barge-in, or at the
         head of the next answer. It is dropped until the interrupted answer's end (passed on,
-        with nothing left to speak) or the next answer's start.
+        with nothing left to speak) or the next answer's start, either of which ends this state.
 
         Args:
-            frame: A frame arriving while the flag is set.
+            frame: A frame arriving after the barge-in.
 
         Returns:
-            False for the interrupted answer's LLM text (dropped), True for any other frame.
+            True for the interrupted answer's LLM text, False for any other frame.
         """
         if isinstance(frame, LLMTextFrame) and not frame.skip_tts:
             logger.debug(f"{self}: dropping LLM text of an interrupted answer: {frame.text!r}")
-            return False
+            return True
         if isinstance(frame, LLMFullResponseEndFrame | LLMFullResponseStartFrame):
             self._after_barge_in = False
-        return True
+        return False
 
     async def on_turn_context_created(self, context_id: str):
         """Set up the answer's Gradium request now, so set-up overlaps the LLM's first token.

@@ -11,6 +11,7 @@ import re
 import resource
 import statistics
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +33,8 @@ from .emulator import EmulatorProcess
 from .traces import Trace
 
 TAG = re.compile(r"<[^>]*>")
+#: A word, for counting words across clients that space their messages differently.
+WORD = re.compile(r"\w+")
 ANSWER_TIMEOUT_S = 30.0
 
 
@@ -163,6 +166,11 @@ class Session:
     async def stop(self) -> None:
         """End the pipeline."""
         await self.h.stop()
+
+
+def spoken_text(request: dict[str, Any]) -> str:
+    """The text an emulator request was sent, tags removed."""
+    return TAG.sub("", "".join(request["texts"]))
 
 
 def requests_between(stats: dict[str, Any], start: float, end: float) -> list[dict[str, Any]]:
@@ -297,12 +305,12 @@ async def run_barge_in(
         spec: The client.
         trace: The answers' trace.
         rounds: How many barge-ins.
-        in_flight: A token of the interrupted answer that reaches the service after the
-            ``InterruptionFrame`` (it was between processors when the barge-in overtook it),
-            e.g. :data:`IN_FLIGHT_TOKEN`; None for none.
         at_audio_s: Audio seconds out of the service before the barge-in.
         gap_s: From the barge-in to the next answer's start frame.
         tail_s: Pause after each round's next answer.
+        in_flight: A token of the interrupted answer that reaches the service after the
+            ``InterruptionFrame`` (it was between processors when the barge-in overtook it),
+            e.g. :data:`IN_FLIGHT_TOKEN`; None for none.
 
     Returns:
         Figures per round and their medians.
@@ -377,14 +385,16 @@ async def run_barge_in(
         assert nxt is not None
         reqs = requests_between(stats, rnd.interrupted.started_at, nxt.started_at)
         waste = sum(d for r in reqs for at, d in r["audio_chunks"] if at > rnd.interrupt_at)
-        sent = sum(len(TAG.sub("", "".join(r["texts"])).strip()) for r in reqs)
+        sent = sum(len(spoken_text(r).strip()) for r in reqs)
         heard_words = [w[0] for r in reqs for w in r["words"] if w[1] < rnd.heard_s]
         heard = len(" ".join(heard_words))
-        # Words sent to Gradium after the barge-in that are not the next answer's.
+        # Words sent to Gradium after the barge-in that are not the next answer's. Counted as
+        # runs of letters and digits: the built-in joins sentences without a space
+        # ("today.Expect"), which a split at whitespace would count as one word.
         until = results[i + 1].interrupted.started_at if i + 1 < len(results) else float("inf")
         after = requests_between(stats, rnd.interrupt_at, until)
-        words_after = sum(len(TAG.sub("", "".join(r["texts"])).split()) for r in after)
-        stray = max(0, words_after - len("".join(trace.tokens).split()))
+        sent_after = Counter(WORD.findall(" ".join(spoken_text(r) for r in after)))
+        stray = (sent_after - Counter(WORD.findall("".join(trace.tokens)))).total()
         rows.append(
             {
                 "heard_s": rnd.heard_s,

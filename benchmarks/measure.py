@@ -394,7 +394,7 @@ async def run_barge_in(
         until = results[i + 1].interrupted.started_at if i + 1 < len(results) else float("inf")
         after = requests_between(stats, rnd.interrupt_at, until)
         sent_after = Counter(WORD.findall(" ".join(spoken_text(r) for r in after)))
-        stray = (sent_after - Counter(WORD.findall("".join(trace.tokens)))).total()
+        stray = sorted((sent_after - Counter(WORD.findall("".join(trace.tokens)))).elements())
         rows.append(
             {
                 "heard_s": rnd.heard_s,
@@ -403,7 +403,8 @@ async def run_barge_in(
                 "chars_heard": heard,
                 "chars_unheard": max(0, sent - heard),
                 "stale_frames": len(rnd.stale),
-                "stray_words": stray,
+                "stray_words": len(stray),
+                "stray": stray,
                 "stale_kinds": sorted(set(rnd.stale)),
                 "next_ttfa_s": nxt.ttfa,
                 "requests": len(reqs),

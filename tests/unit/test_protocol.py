@@ -14,6 +14,7 @@ from pipecat_gradium.protocol import (
     Unknown,
     Word,
     build_json_config,
+    decode_audio,
     end_of_stream_message,
     output_format_for_rate,
     parse_server_message,
@@ -101,4 +102,22 @@ def test_parse_every_server_message():
 )
 def test_malformed_frames_raise_protocol_error(raw):
     with pytest.raises(ProtocolError):
+        parse_server_message(raw)
+
+
+def test_audio_decodes_strict_base64_and_what_the_lenient_reader_accepted():
+    pcm = bytes(range(256)) * 30
+    encoded = base64.b64encode(pcm).decode()
+    # A frame received as bytes reads the same as one received as text.
+    raw = json.dumps({"type": "audio", "audio": encoded, "client_req_id": "r"})
+    assert parse_server_message(raw.encode()) == Audio("r", pcm, 0.0, 0.0)
+    # Line breaks are not base64; the stdlib reader skipped them, and so does this one.
+    wrapped = "\n".join(encoded[i : i + 76] for i in range(0, len(encoded), 76))
+    assert decode_audio(wrapped) == pcm
+
+
+@pytest.mark.parametrize("payload", ["abc", "a===", 12])
+def test_audio_that_is_not_base64_is_a_protocol_error(payload):
+    raw = json.dumps({"type": "audio", "audio": payload, "client_req_id": "r"})
+    with pytest.raises(ProtocolError, match="bad 'audio' message"):
         parse_server_message(raw)

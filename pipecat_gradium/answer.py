@@ -228,6 +228,9 @@ class Answer:
             lambda coro: host.create_task(coro, name="gradium-audio-batch"),
             max_s=config.tuning.audio_batch_s,
             prebuffer=self._first_frame_prebuffer,
+            # Held audio due with no chunk to carry it (generation paused): the words that
+            # waited for it (a first frame gathered under load) go with it.
+            on_deadline=self.flush_audio,
         )
 
     def __repr__(self) -> str:

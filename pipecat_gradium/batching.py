@@ -144,6 +144,7 @@ class AudioBatcher:
         max_s: float = DEFAULT_BATCH_S,
         lead_s: float = 0.5,
         prebuffer: Callable[[], float] | None = None,
+        on_deadline: Callable[[], Coroutine[Any, Any, None]] | None = None,
     ):
         """Create the batcher.
 
@@ -154,12 +155,15 @@ class AudioBatcher:
             lead_s: Merge only while the audio pushed reaches this far past now.
             prebuffer: Asked when a batch starts (a request's first chunk): the audio to gather
                 before its first frame (see :class:`AudioBatch`); None gathers none.
+            on_deadline: Run when held audio is due and no chunk came to push it: must push
+                it (with :meth:`flush`) and may pass on what waited for it; None flushes only.
         """
         self._push = push
         self._spawn = spawn
         self._max_s = max_s
         self._lead_s = lead_s
         self._prebuffer = prebuffer
+        self._on_deadline = on_deadline or self.flush
         self._batch: AudioBatch | None = None
         self._timer: asyncio.TimerHandle | None = None
 
@@ -189,7 +193,7 @@ class AudioBatcher:
         if deadline is not None and self._timer is None:
             # Generation may pause: held audio goes out before playback needs it.
             self._timer = asyncio.get_running_loop().call_at(
-                deadline, lambda: self._spawn(self.flush())
+                deadline, lambda: self._spawn(self._on_deadline())
             )
 
     @property

@@ -98,6 +98,34 @@ async def test_a_short_first_word_waits_for_the_gathered_first_frame(emu: Gradiu
     assert first >= 0.3 - 1e-6
 
 
+async def test_words_gathered_with_a_first_frame_go_with_it_when_generation_pauses(
+    emu: GradiumEmulator,
+):
+    # Gradium speaks what it has of the answer (about 1 s of audio) and pauses: the LLM's turn
+    # is still open, and "that." waits for the next token. The gathered first frame goes out
+    # at its deadline, and the words it completes go with it, not when the next chunk or the
+    # answer's end comes.
+    spoken = ["Sure,", "I", "can", "do"]
+    tts = build_service(emu, loaded_prebuffer_s=2.0, loaded_first_chunk_words=2)
+    h = await start_pipeline(tts)
+    try:
+        await block_the_loop(LoopLagMonitor.for_running_loop())
+        await h.speak_answer("Sure, I can do that.", tokens_per_s=200, end=False)
+        await emu.stats.wait_for(
+            lambda s: bool(s.requests and s.requests[0].heard_words == spoken), timeout=10
+        )
+        await h.down.wait_for(lambda: h.words_out() == spoken, timeout=5)
+        [gathered] = h.audio_frames()
+        assert len(gathered.audio) / 2 / gathered.sample_rate < 2.0  # the deadline ended it
+        assert audio_comes_first(h)
+        await h.speak_answer(" And more.", tokens_per_s=200, start=False)
+        await h.down.wait_for(lambda: h.stopped() >= 1, timeout=15)
+    finally:
+        await h.stop()
+    assert h.words_out() == "Sure, I can do that. And more.".split()
+    assert not h.errors()
+
+
 async def test_a_socket_lost_while_the_first_frame_gathers_loses_no_word():
     # The reset comes after four 80 ms chunks, inside the 0.5 s being gathered: what was
     # gathered and the words it completed go out before the continuation's audio.

@@ -247,12 +247,19 @@ async def profile(args: argparse.Namespace) -> dict[str, Any]:
             for s, r in zip(sessions, results)
         ]
         ttfas = [a.ttfa for a in answers if a.ttfa is not None]
+        answered_sessions = [s for s, r in zip(sessions, results) if isinstance(r, Answer)]
         where = [
             worst_at(s.audio_arrivals.get(r.context_id or "", []))
-            for s, r in zip(sessions, results)
-            if isinstance(r, Answer)
+            for s, r in zip(answered_sessions, answers)
         ]
         gap_at = sorted(round(p, 1) for p, x in where if x > 0.1)
+        # Below a gap too: the lateness targets compare worst lateness from 0 ms.
+        # (audio s where it falls, ms late, seconds in the answer's first frame)
+        late_at = sorted(
+            (round(p, 2), round(1000 * x), round(s.audio_arrivals[r.context_id or ""][0][1], 2))
+            for (p, x), s, r in zip(where, answered_sessions, answers)
+            if x > 0.005
+        )
         starts = sorted(round(a.first_audio_at - t0, 2) for a in answers if a.first_audio_at)
         frames = [
             len(s.audio_arrivals.get(r.context_id or "", []))
@@ -284,6 +291,7 @@ async def profile(args: argparse.Namespace) -> dict[str, Any]:
             "lag_worst_ms_by_second": lag_by_second(samples, lag_at, t0),
             "cpu_pct_by_second": cpu_by_second(lag_at, lag_cpu, t0),
             "gap_at_audio_s": gap_at,
+            "late_at_audio_s_ms": late_at,
             "first_audio_s_after_t0": {
                 "first": starts[0] if starts else None,
                 "median": statistics.median(starts) if starts else None,

@@ -242,6 +242,11 @@ class Answer:
         return self.attempt is not None and not self.attempt.end_sent
 
     @property
+    def spoke(self) -> bool:
+        """Whether text of it went to Gradium (its first phrase, at least)."""
+        return self.attempt is not None and bool(self.attempt.texts)
+
+    @property
     def unflushed(self) -> bool:
         """Whether text went out since the last ``<flush>`` (Gradium may hold words back)."""
         return self.attempt is not None and self.attempt.unflushed

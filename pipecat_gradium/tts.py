@@ -764,6 +764,17 @@ class GradiumStreamingTTSService(WebsocketTTSService):
         """
         await self.add_word_timestamps(words, answer.context_id)
 
+    async def start_text_aggregation_metrics(self):
+        """Time the aggregation of an answer's first phrase only.
+
+        Once an answer speaks, its later phrases gather words while its audio plays: that wait
+        delays nothing, and Pipecat would report one figure (and one message) per phrase.
+        """
+        turn = self._answers.get(self._turn_context_id or "")
+        if turn is not None and turn.spoke:
+            return
+        await super().start_text_aggregation_metrics()
+
     async def text_sent(self, text: str) -> None:
         """Count text sent to Gradium in the usage metrics.
 

@@ -9,7 +9,11 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from pipecat.frames.frames import InterruptionFrame, MetricsFrame, StartFrame, TTSStoppedFrame
-from pipecat.metrics.metrics import TTFBMetricsData, TTSUsageMetricsData
+from pipecat.metrics.metrics import (
+    TextAggregationMetricsData,
+    TTFBMetricsData,
+    TTSUsageMetricsData,
+)
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.worker import PipelineParams, PipelineWorker
 from pipecat.processors.frame_processor import FrameDirection
@@ -77,6 +81,9 @@ async def test_ttfb_ttfa_and_usage_characters_for_every_answer(emu: GradiumEmula
     usage = [d.value for d in metrics(h, TTSUsageMetricsData) if d.processor == tts.name]
     # Characters sent, counted per message: the whole of both answers, nothing twice.
     assert sum(usage) == 2 * len(ANSWER)
+    # Aggregation is timed for each answer's first phrase only (each answer has several).
+    aggregation = [d for d in metrics(h, TextAggregationMetricsData) if d.processor == tts.name]
+    assert len(aggregation) == 2 and all(0 < d.value < 2.0 for d in aggregation)
     # TTFA as the service reports it equals what the harness saw leave the service, roughly.
     assert all(t.ttfa is not None and t.ttfa < 2.0 for t in h.answers)
 

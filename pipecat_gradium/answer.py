@@ -118,6 +118,11 @@ class AnswerHost(Protocol):
         """The event loop runs late (see :mod:`pipecat_gradium.loop_lag`)."""
         ...
 
+    @property
+    def loop_strained(self) -> bool:
+        """The loop is loaded, or many services share it and it starts to run late."""
+        ...
+
     async def concurrency_capped(self, answer: "Answer", message: str) -> None:
         """Gradium refused a session for the account's concurrency cap (said once per service)."""
         ...
@@ -399,10 +404,12 @@ class Answer:
 
         A loaded loop takes a turn of 100-500 ms now and then; the chunks after a lone first
         chunk then reach playback late and the listener hears a stutter in the first second.
-        Playback that starts with a few hundred ms in hand rides those turns out. A
+        Playback that starts with a few hundred ms in hand rides those turns out. With many
+        services on the loop, a milder lag already counts (see ``LoopLagMonitor.strained``):
+        the long turns come a second into the burst, after the early answers began to play. A
         continuation's first chunk goes at once: its listener is already waiting.
         """
-        if self._played or not self._host.loop_loaded:
+        if self._played or not self._host.loop_strained:
             return 0.0
         return self._config.tuning.loaded_prebuffer_s
 

@@ -27,6 +27,14 @@ WINDOW_S = 2.0
 #: This many late ticks within the window make the loop loaded.
 MIN_LATE_TICKS = 3
 
+#: With this many services on one loop (many bots in one process), a milder lag already
+#: strains it: the token burst that follows makes turns of 100-400 ms.
+MANY_USERS = 16
+#: A wake-up this late counts as a mild late tick.
+MILD_LATE_S = 0.02
+#: This many mild late ticks within the window, with many users, strain the loop.
+MIN_MILD_TICKS = 2
+
 
 class LateTicks:
     """The late wake-ups of a periodic timer within a sliding window (pure: no clock, no I/O)."""
@@ -92,6 +100,7 @@ class LoopLagMonitor:
         self._loop = loop
         self._tick_s = tick_s
         self._ticks = LateTicks()
+        self._mild = LateTicks(late_s=MILD_LATE_S, min_late=MIN_MILD_TICKS)
         self._handle: asyncio.TimerHandle | None = None
         self._due = 0.0
         self._users = 0
@@ -115,6 +124,19 @@ class LoopLagMonitor:
         """Whether the loop has been running late (see the module's description)."""
         return self._ticks.loaded(self._loop.time())
 
+    @property
+    def strained(self) -> bool:
+        """Whether the loop is loaded, or many services share it and it begins to run late.
+
+        Many bots in one process meet a token burst together: the first seconds of lag are
+        mild (20-60 ms turns) and the 100-400 ms turns come a second later, after the answers
+        that started early began to play. This earlier signal lets them start with audio in
+        hand. One service, or a few, never see it: only :attr:`loaded` counts for them.
+        """
+        if self.loaded:
+            return True
+        return self._users >= MANY_USERS and self._mild.loaded(self._loop.time())
+
     def acquire(self) -> None:
         """One more service uses the monitor: start the timer if it is the first."""
         self._users += 1
@@ -135,4 +157,5 @@ class LoopLagMonitor:
     def _tick(self) -> None:
         now = self._loop.time()
         self._ticks.observe(now, now - self._due)
+        self._mild.observe(now, now - self._due)
         self._schedule()

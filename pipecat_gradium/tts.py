@@ -355,6 +355,11 @@ class GradiumStreamingTTSService(WebsocketTTSService):
         """Whether the event loop runs late (asked at an answer's first phrase and first audio)."""
         return self._lag is not None and self._lag.loaded
 
+    @property
+    def loop_strained(self) -> bool:
+        """Whether the loop is loaded, or shared by many services and starting to run late."""
+        return self._lag is not None and self._lag.strained
+
     async def _receive_messages(self):
         """Unused: each socket has its own receive task in :mod:`pipecat_gradium.sockets`."""
 

@@ -3,7 +3,7 @@
 import asyncio
 import time
 
-from pipecat_gradium.loop_lag import LateTicks, LoopLagMonitor
+from pipecat_gradium.loop_lag import MANY_USERS, LateTicks, LoopLagMonitor
 
 
 def test_late_ticks_need_several_within_the_window():
@@ -46,3 +46,23 @@ async def test_monitor_sees_a_loop_that_runs_late_and_stops_with_its_last_user()
 
 async def test_one_monitor_per_loop():
     assert LoopLagMonitor.for_running_loop() is LoopLagMonitor.for_running_loop()
+
+
+async def test_a_mild_lag_strains_a_loop_only_when_many_services_share_it():
+    monitor = LoopLagMonitor(asyncio.get_running_loop(), tick_s=0.01)
+
+    async def two_mild_turns() -> None:
+        for _ in range(2):
+            time.sleep(0.035)  # a 35 ms turn: 25-35 ms late, short of loaded's 50 ms
+            await asyncio.sleep(0.02)  # lets the timer see it
+
+    for _ in range(MANY_USERS - 1):
+        monitor.acquire()
+    await two_mild_turns()
+    assert not monitor.loaded and not monitor.strained  # a few bots: mild lag is no load
+    monitor.acquire()
+    await two_mild_turns()
+    assert not monitor.loaded
+    assert monitor.strained
+    for _ in range(MANY_USERS):
+        monitor.release()

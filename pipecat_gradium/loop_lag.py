@@ -12,6 +12,10 @@ The loop is loaded when a periodic timer woke at least :data:`MIN_LATE_TICKS` ti
 :data:`LATE_S` late within the last :data:`WINDOW_S`. One long block (a pipeline starting, a
 garbage collection) is one late tick, not a load. Unloaded, the timer wakes within a few
 milliseconds and nothing changes.
+
+With many services on one loop (:data:`MANY_USERS`), the loop is *strained* earlier, at
+:data:`MIN_MILD_TICKS` wake-ups :data:`MILD_LATE_S` late: an answer's first audio frame then
+gathers audio before it plays (``Tuning.loaded_prebuffer_s``).
 """
 
 import asyncio

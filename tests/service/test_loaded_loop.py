@@ -7,7 +7,15 @@ from typing import Any
 from pipecat.frames.frames import InterruptionFrame, TTSAudioRawFrame, TTSTextFrame
 
 from pipecat_gradium.emulator import Fault, GradiumEmulator
-from pipecat_gradium.loop_lag import LATE_S, MIN_LATE_TICKS, TICK_S, LoopLagMonitor
+from pipecat_gradium.loop_lag import (
+    LATE_S,
+    MANY_USERS,
+    MILD_LATE_S,
+    MIN_LATE_TICKS,
+    MIN_MILD_TICKS,
+    TICK_S,
+    LoopLagMonitor,
+)
 from pipecat_gradium.testing import PipelineHarness, answer_requests, start_pipeline
 from tests.conftest import FAST, build_service
 
@@ -96,6 +104,33 @@ async def test_a_short_first_word_waits_for_the_gathered_first_frame(emu: Gradiu
     # "I" is heard in about 0.1 s: its text frame waits, and the first frame still gathers.
     first = await first_frame_s(emu, loaded=True, answer="I checked every restaurant nearby.")
     assert first >= 0.3 - 1e-6
+
+
+async def test_with_many_services_a_mild_lag_makes_the_first_frame_gather_audio(
+    emu: GradiumEmulator,
+):
+    # Many bots in one process: the loop runs 30-80 ms late twice, short of loaded, and the
+    # first answer already starts with 0.3 s of audio in hand (the long turns come next).
+    monitor = LoopLagMonitor.for_running_loop()
+    for _ in range(MANY_USERS - 1):  # as the other services of the process would
+        monitor.acquire()
+    h = await start_pipeline(build_service(emu, loaded_prebuffer_s=0.3))
+    try:
+        for _ in range(MIN_MILD_TICKS):
+            time.sleep(TICK_S + MILD_LATE_S + 0.01)  # the timer wakes 30-80 ms late
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(TICK_S * 2)
+        assert monitor.strained and not monitor.loaded
+        await h.speak_answer(ANSWER, tokens_per_s=200)
+        await h.down.wait_for(lambda: h.stopped() >= 1, timeout=15)
+    finally:
+        await h.stop()
+        for _ in range(MANY_USERS - 1):
+            monitor.release()
+    assert not h.errors()
+    assert h.words_out() == ANSWER.split()
+    first = h.down.frames(TTSAudioRawFrame)[0]
+    assert len(first.audio) / 2 / first.sample_rate >= 0.3 - 1e-6
 
 
 async def test_words_gathered_with_a_first_frame_go_with_it_when_generation_pauses(

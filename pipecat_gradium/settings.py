@@ -70,12 +70,12 @@ class GradiumStreamingTTSTuning:
             phrase is late (a slow LLM, a loaded event loop) and a gap is near. 0 turns it off.
         loaded_prebuffer_s: While the process's event loop runs late (with many services in
             the process, as soon as it begins to: ``LoopLagMonitor.strained``), an answer's
-            first audio frame gathers this much audio (or what came within as long after the first chunk,
-            or the whole answer if shorter) before it goes to playback, its words' text frames
-            waiting with it, so a long turn of the loop right after the first frame is not
-            heard as a stutter. First audio comes up to that much later under load (about half
-            of it, at Gradium's faster-than-real-time pace); unloaded nothing changes. 0 turns
-            it off.
+            first audio frame gathers this much audio (or what came within as long after the
+            first chunk, or the whole answer if shorter) before it goes to playback, its
+            words' text frames waiting with it, so a long turn of the loop right after the
+            first frame is not heard as a stutter. First audio comes up to that much later
+            under load (about half of it, at Gradium's faster-than-real-time pace); unloaded
+            nothing changes. 0 turns it off.
     """
 
     max_chunk_chars: int = 80

@@ -352,7 +352,7 @@ class GradiumStreamingTTSService(WebsocketTTSService):
 
     @property
     def loop_loaded(self) -> bool:
-        """Whether the event loop runs late (asked at an answer's first phrase and first audio)."""
+        """Whether the event loop runs late (asked at an answer's first phrase)."""
         return self._lag is not None and self._lag.loaded
 
     @property

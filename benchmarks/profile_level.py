@@ -263,8 +263,7 @@ async def profile(args: argparse.Namespace) -> dict[str, Any]:
         starts = sorted(round(a.first_audio_at - t0, 2) for a in answers if a.first_audio_at)
         frames = [
             len(s.audio_arrivals.get(r.context_id or "", []))
-            for s, r in zip(sessions, results)
-            if isinstance(r, Answer)
+            for s, r in zip(answered_sessions, answers)
         ]
         audio = sum(a.audio_s for a in answers)
         out |= {

@@ -309,7 +309,7 @@ class GradiumStreamingTTSService(WebsocketTTSService):
         Args:
             frame: The end frame.
         """
-        turn = self._answers.get(self._turn_context_id or "")
+        turn = self._turn_answer
         if turn is not None and turn.attempt is not None:
             remaining = await self._text_aggregator.flush()
             if remaining and remaining.text.strip():
@@ -356,6 +356,11 @@ class GradiumStreamingTTSService(WebsocketTTSService):
         return self._lag is not None and self._lag.loaded
 
     @property
+    def _turn_answer(self) -> Answer | None:
+        """The answer of the LLM turn in progress, if it has one."""
+        return self._answers.get(self._turn_context_id) if self._turn_context_id else None
+
+    @property
     def loop_strained(self) -> bool:
         """Whether the loop is loaded, or shared by many services and starting to run late."""
         return self._lag is not None and self._lag.strained
@@ -387,8 +392,8 @@ class GradiumStreamingTTSService(WebsocketTTSService):
             return
         if self._after_barge_in and self._drop_after_barge_in(frame):
             return
-        if isinstance(frame, LLMTextFrame) and not frame.skip_tts and self._turn_context_id:
-            answer = self._answers.get(self._turn_context_id)
+        if isinstance(frame, LLMTextFrame) and not frame.skip_tts:
+            answer = self._turn_answer
             if answer is not None and answer.attempt is not None:
                 answer.note_token()
         await super().process_frame(frame, direction)
@@ -775,7 +780,7 @@ class GradiumStreamingTTSService(WebsocketTTSService):
         Once an answer speaks, its later phrases gather words while its audio plays: that wait
         delays nothing, and Pipecat would report one figure (and one message) per phrase.
         """
-        turn = self._answers.get(self._turn_context_id or "")
+        turn = self._turn_answer
         if turn is not None and turn.spoke:
             return
         await super().start_text_aggregation_metrics()
